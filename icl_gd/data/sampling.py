@@ -1,0 +1,60 @@
+"""Seeded choice of demonstrations and queries.
+
+Demos depend only on (dataset, n, seed, sampling) and their order only on order_seed; queries only on
+(dataset, seed). Never on the method or the model: an icl job and a gd job with the same key see the same examples.
+Each draw has its own torch.Generator seeded from a string key, so adding a draw never shifts another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from icl_gd.data.loading import Example
+from icl_gd.errors import ConfigError
+
+
+def _generator(*key: object) -> torch.Generator:
+    digest = hashlib.sha256("/".join(map(str, key)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def _perm(n: int, *key: object) -> list[int]:
+    return torch.randperm(n, generator=_generator(*key)).tolist()
+
+
+def sample_queries(test: list[Example], n: int, seed: int, dataset: str) -> list[Example]:
+    """The first n of a seeded shuffle of the test pool (so the queries of n=20 are a prefix of n=50)."""
+    if n > len(test):
+        raise ConfigError(f"eval.n_queries={n} exceeds the {len(test)} test examples of dataset={dataset}: lower it.")
+    return [test[i] for i in _perm(len(test), "queries", dataset, seed)[:n]]
+
+
+def sample_demos(pool: list[Example], n: int, seed: int, dataset: str, sampling: str = "random") -> list[Example]:
+    """n demonstrations from the pool; `balanced` takes labels round-robin (in a seeded label order)."""
+    if n > len(pool):
+        raise ConfigError(
+            f"demos={n} exceeds the demonstration pool of dataset={dataset} ({len(pool)} examples): lower demos."
+        )
+    order = [pool[i] for i in _perm(len(pool), "demos", dataset, seed)]
+    if sampling == "random":
+        return order[:n]
+    by_label: dict[str, list[Example]] = {}
+    for ex in order:
+        by_label.setdefault(ex.label, []).append(ex)
+    labels = sorted(by_label)
+    labels = [labels[i] for i in _perm(len(labels), "labels", dataset, seed)]
+    out: list[Example] = []
+    while len(out) < n:
+        for lab in labels:
+            if by_label[lab] and len(out) < n:
+                out.append(by_label[lab].pop(0))
+    return out
+
+
+def order_demos(demos: list[Example], order_seed: int | None) -> list[Example]:
+    """The same demos in another order: None keeps the sampled order, an int applies that seeded permutation."""
+    if order_seed is None:
+        return list(demos)
+    return [demos[i] for i in _perm(len(demos), "order", order_seed)]

@@ -1,0 +1,94 @@
+"""Job files, written atomically (temporary file in the same folder, then rename): a killed job leaves no half file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+STATUS = "status.json"
+METRICS = "metrics.json"
+CONFIG = "config.yaml"
+PREDICTIONS = "predictions.parquet"
+DEMOS = "demos.jsonl"
+TRAIN_CURVE = "train_curve.csv"
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    _atomic(path, write)
+
+
+def _jsonable(v: Any) -> Any:
+    """NaN/inf become null so the file is strict JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_yaml(path: Path, data: Any) -> None:
+    write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> None:
+    _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def write_status(folder: Path, state: str, **extra: Any) -> None:
+    write_json(folder / STATUS, {"status": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+
+def read_status(folder: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(folder / STATUS)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_done(folder: Path, config_hash: str) -> bool:
+    """True when the folder holds a finished job of the same resolved config (and its metrics)."""
+    st = read_status(folder)
+    return bool(st and st.get("status") == "done" and st.get("config_hash") == config_hash
+                and (folder / METRICS).exists())

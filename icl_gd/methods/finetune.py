@@ -1,0 +1,183 @@
+"""Fine-tune on the demonstrations ("ICL-hat"): each demo formatted alone, loss on its answer tokens only.
+
+The model is shared by every job of a process, so training happens in place and the trained parameters are
+restored from an in-memory copy afterwards (`restoring`); LoRA adapters are removed with peft's `unload`.
+A NaN or exploding loss raises DivergedError after the weights are restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from icl_gd.errors import ConfigError, DivergedError
+from icl_gd.methods.predict import _pad, continuation_ids, encode
+
+IGNORE = -100  # label id that cross-entropy skips: prompt and padding tokens carry no loss
+
+
+@dataclass
+class TrainResult:
+    curve: list[dict[str, float]] = field(default_factory=list)  # one row per optimizer step
+    initial_loss: float = math.nan  # mean answer-token loss over all demos before training
+    final_loss: float = math.nan  # the same after training
+    n_trainable: int = 0
+
+
+def build_batch(tokenizer, prompts: list[str], answers: list[str], add_bos: bool | None) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per demo: labels are IGNORE on the prompt and the answer's ids on the answer."""
+    out = []
+    for ids, answer in zip(encode(tokenizer, prompts, True if add_bos is None else add_bos), answers, strict=True):
+        ans = continuation_ids(tokenizer, answer)
+        out.append((ids + ans, [IGNORE] * len(ids) + ans))
+    return out
+
+
+def answer_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens of a batch of demos."""
+    device = next(model.parameters()).device
+    ids, mask = _pad([b[0] for b in batch], pad_id, device)
+    labels, _ = _pad([b[1] for b in batch], IGNORE, device)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+
+
+def _layers(model) -> nn.ModuleList:
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None) or getattr(decoder, "h", None)
+    if layers is None:
+        raise ConfigError(f"cannot find the decoder layers of {type(model).__name__}: use method.params=all.")
+    return layers
+
+
+def select_parameters(model, cfg: DictConfig) -> dict[str, nn.Parameter]:
+    """The parameters gd trains: all, the key/value projections of every layer, or one layer's value projection."""
+    named = dict(model.named_parameters())
+    if cfg.params == "all":
+        return named
+    if cfg.params == "attn_kv":
+        chosen = {n: p for n, p in named.items() if ".k_proj." in n or ".v_proj." in n}
+    else:  # layer_v
+        layers = _layers(model)
+        if not -len(layers) <= cfg.layer < len(layers):
+            raise ConfigError(f"method.layer={cfg.layer} is out of range for a {len(layers)}-layer model: use 0..{len(layers) - 1}.")
+        idx = cfg.layer % len(layers)
+        chosen = {f"layer{idx}.{n}": p for n, p in layers[idx].named_parameters() if "v_proj." in n}
+    if not chosen:
+        raise ConfigError(
+            f"method.params={cfg.params} found no k_proj/v_proj parameters in {type(model).__name__} "
+            "(it may fuse them, e.g. GPT-2's c_attn): use method.params=all."
+        )
+    return chosen
+
+
+@contextlib.contextmanager
+def restoring(params: dict[str, nn.Parameter]) -> Iterator[dict[str, torch.Tensor]]:
+    """Copy `params` now (yielded) and write the copy back on exit, whatever happens (bit-identical restore)."""
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    try:
+        yield saved
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n])
+                p.grad = None
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: DictConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def mean_demo_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int) -> float:
+    """Mean per-demo answer loss (each demo weighted equally), in eval mode."""
+    return float(sum(answer_loss(model, [b], pad_id).item() for b in batch) / len(batch))
+
+
+def train(
+    model,
+    tokenizer,
+    batch: list[tuple[list[int], list[int]]],
+    params: dict[str, nn.Parameter],
+    cfg: DictConfig,
+    seed: int,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train `params` in place on the demos (in their given order when batch_size < n). Caller restores them."""
+    torch.manual_seed(seed)
+    pad = tokenizer.pad_token_id
+    all_params = list(model.parameters())
+    frozen = [p.requires_grad for p in all_params]
+    for p in all_params:
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    result = TrainResult(n_trainable=sum(p.numel() for p in params.values()))
+    opt = make_optimizer(list(params.values()), cfg)
+    bs = len(batch) if cfg.batch_size == "all" else int(cfg.batch_size)
+    try:
+        result.initial_loss = mean_demo_loss(model, batch, pad)
+        model.train()
+        step = 0
+        for epoch in range(int(cfg.epochs)):
+            for start in range(0, len(batch), bs):
+                loss = answer_loss(model, batch[start : start + bs], pad)
+                value = loss.item()
+                if not math.isfinite(value) or value > cfg.explode_factor * max(result.initial_loss, 1e-8):
+                    raise DivergedError(
+                        f"training loss diverged at step {step} (loss={value}, first loss={result.initial_loss:.4g}): "
+                        f"lower method.lr={cfg.lr} or set method.grad_clip."
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
+                opt.step()
+                row = {"step": step, "epoch": epoch, "train_loss": value}
+                result.curve.append(row)
+                if on_step:
+                    on_step(row)
+                step += 1
+        model.eval()
+        result.final_loss = mean_demo_loss(model, batch, pad)
+        if not math.isfinite(result.final_loss):
+            raise DivergedError(f"training ended with a non-finite loss ({result.final_loss}): lower method.lr={cfg.lr}.")
+    finally:
+        model.eval()
+        for p, f in zip(all_params, frozen, strict=True):
+            p.requires_grad_(f)
+    return result
+
+
+def linear_module_names(model) -> list[str]:
+    """Leaf names of the linear layers a LoRA adapter can target (q_proj, v_proj, ...)."""
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    return sorted(names)
+
+
+@contextlib.contextmanager
+def lora_adapter(model, cfg: DictConfig) -> Iterator[tuple[object, dict[str, nn.Parameter]]]:
+    """Wrap `model` with a fresh LoRA adapter; yields (peft model, adapter params); removes the adapter on exit."""
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+
+    available = linear_module_names(model)
+    missing = [t for t in cfg.target_modules if t not in available]
+    if missing:
+        raise ConfigError(f"method.target_modules {missing} are not modules of this model; choose from {available}.")
+    config = LoraConfig(r=int(cfg.r), lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                        target_modules=list(cfg.target_modules), bias="none")
+    peft_model = get_peft_model(model, config)
+    try:
+        params = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
+        yield peft_model, params
+    finally:
+        peft_model.unload()  # removes the LoRA layers without merging: the base weights were never changed
