@@ -1,7 +1,7 @@
 """Entry point: compose the config with Hydra and run one job (or, with -m, one job per sweep point).
 
-    python run.py                                        # one job, the defaults in conf/config.yaml
-    python run.py -m method=icl,gd demos=1,2,4,8 seed=0,1,2   # a sweep; the comparison runs at its end
+python run.py                                        # one job, the defaults in conf/config.yaml
+python run.py -m method=icl,gd demos=1,2,4,8 seed=0,1,2   # a sweep; the comparison runs at its end
 """
 
 from __future__ import annotations

@@ -18,5 +18,9 @@ class CompareOnMultirunEnd(Callback):
         try:
             compare_sweep(config.hydra.sweep.dir, logger_cfg=config.get("logger"))
         except Exception as e:  # the jobs' own files are the record; a failed comparison can be rerun
-            log.error("comparison of %s failed: %s (rerun: python -m icl_gd.compare %s)",
-                      config.hydra.sweep.dir, e, config.hydra.sweep.dir)
+            log.error(
+                "comparison of %s failed: %s (rerun: python -m icl_gd.compare %s)",
+                config.hydra.sweep.dir,
+                e,
+                config.hydra.sweep.dir,
+            )

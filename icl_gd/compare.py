@@ -113,24 +113,48 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         "accuracy_b": j.correct_b.astype(float).to_numpy(),
     }
     if "label_probs_a" in j and "label_probs_b" in j:
-        la, lb = M.renormalize(_stack(j.label_probs_a, torch.float64)), M.renormalize(_stack(j.label_probs_b, torch.float64))
-        out.update({"label_agreement": M.argmax_agreement(la, lb).numpy(), "label_tv": M.total_variation(la, lb).numpy(),
-                    "label_js": M.js_divergence(la, lb).numpy(), "label_kl": M.kl_divergence(la, lb).numpy()})
+        la, lb = (
+            M.renormalize(_stack(j.label_probs_a, torch.float64)),
+            M.renormalize(_stack(j.label_probs_b, torch.float64)),
+        )
+        out.update(
+            {
+                "label_agreement": M.argmax_agreement(la, lb).numpy(),
+                "label_tv": M.total_variation(la, lb).numpy(),
+                "label_js": M.js_divergence(la, lb).numpy(),
+                "label_kl": M.kl_divergence(la, lb).numpy(),
+            }
+        )
     if "full_dist_a" in j and "full_dist_b" in j:
         fa, fb = _dists(j.full_dist_a), _dists(j.full_dist_b)
-        fa, fb = M.renormalize(fa.double()), M.renormalize(fb.double())  # float16 storage: sums drift slightly from 1
-        out.update({"tv": M.total_variation(fa, fb).numpy(), "js": M.js_divergence(fa, fb).numpy(),
-                    "kl": M.kl_divergence(fa, fb).numpy()})
+        fa, fb = (
+            M.renormalize(fa.double()),
+            M.renormalize(fb.double()),
+        )  # float16 storage: sums drift slightly from 1
+        out.update(
+            {
+                "tv": M.total_variation(fa, fb).numpy(),
+                "js": M.js_divergence(fa, fb).numpy(),
+                "kl": M.kl_divergence(fa, fb).numpy(),
+            }
+        )
     return pd.DataFrame(out)
 
 
 def _describe(job_a: Job, job_b: Job, pair_type: str) -> dict[str, Any]:
     c = job_a.config
     return {
-        "pair_type": pair_type, "method_a": job_a.method, "method_b": job_b.method,
-        "model": c["model"]["name"], "dataset": c["dataset"]["name"], "demos": c["demos"], "seed": c["seed"],
-        "order_seed_a": c.get("order_seed"), "order_seed_b": job_b.config.get("order_seed"),
-        "job_a": str(job_a.folder), "job_b": str(job_b.folder),
+        "pair_type": pair_type,
+        "method_a": job_a.method,
+        "method_b": job_b.method,
+        "model": c["model"]["name"],
+        "dataset": c["dataset"]["name"],
+        "demos": c["demos"],
+        "seed": c["seed"],
+        "order_seed_a": c.get("order_seed"),
+        "order_seed_b": job_b.config.get("order_seed"),
+        "job_a": str(job_a.folder),
+        "job_b": str(job_b.folder),
     }
 
 
@@ -180,10 +204,12 @@ def to_markdown(table: pd.DataFrame) -> str:
             v, ci = r.get(m), r.get(f"{m}_ci")
             cells.append("" if pd.isna(v) else (f"{v:.3f}" if pd.isna(ci) else f"{v:.3f} ± {ci:.3f}"))
         lines.append("| " + " | ".join(cells) + " |")
-    legend = ("\n_a = the first method of the pair (the reference), b = the second. overlap@k, ocs (overlap cosine "
-              "similarity) and top1_agreement: higher = more alike; tv, js, kl (full vocabulary) and label_tv, label_js "
-              "(over the label words): lower = more alike. ± is the half-width of a 95% t-interval over queries and "
-              f"seeds. `{ORDER_PAIR}` is the noise floor: ICL against ICL with the same demos in another order._\n")
+    legend = (
+        "\n_a = the first method of the pair (the reference), b = the second. overlap@k, ocs (overlap cosine "
+        "similarity) and top1_agreement: higher = more alike; tv, js, kl (full vocabulary) and label_tv, label_js "
+        "(over the label words): lower = more alike. ± is the half-width of a 95% t-interval over queries and "
+        f"seeds. `{ORDER_PAIR}` is the noise floor: ICL against ICL with the same demos in another order._\n"
+    )
     return "\n".join(lines) + "\n" + legend
 
 
@@ -213,8 +239,14 @@ def _logger_of(jobs: list[Job]) -> dict[str, Any]:
 def _log_to_wandb(sweep_dir: Path, logger_cfg: Any, summary: pd.DataFrame, table: pd.DataFrame) -> None:
     from icl_gd.tracking import make_tracker  # noqa: PLC0415
 
-    tracker = make_tracker(logger_cfg, output_dir=sweep_dir, config={"sweep_dir": str(sweep_dir)},
-                           group=sweep_dir.name, job_type="compare", name=f"compare-{sweep_dir.name}")
+    tracker = make_tracker(
+        logger_cfg,
+        output_dir=sweep_dir,
+        config={"sweep_dir": str(sweep_dir)},
+        group=sweep_dir.name,
+        job_type="compare",
+        name=f"compare-{sweep_dir.name}",
+    )
     try:
         tracker.log_table("compare/pairs", summary)
         tracker.log_table("compare/table", table)
@@ -229,14 +261,22 @@ def _log_to_wandb(sweep_dir: Path, logger_cfg: Any, summary: pd.DataFrame, table
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Compare the jobs of a sweep folder (ICL vs GD, order noise floor).")
+    parser = argparse.ArgumentParser(
+        description="Compare the jobs of a sweep folder (ICL vs GD, order noise floor)."
+    )
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--logger", choices=["wandb", "none"], default=None,
-                        help="override the jobs' logger for the comparison run")
+    parser.add_argument(
+        "--logger",
+        choices=["wandb", "none"],
+        default=None,
+        help="override the jobs' logger for the comparison run",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     if not args.sweep_dir.is_dir():
-        parser.error(f"{args.sweep_dir} is not a folder: pass the sweep folder (hydra.sweep.dir) of a multirun")
+        parser.error(
+            f"{args.sweep_dir} is not a folder: pass the sweep folder (hydra.sweep.dir) of a multirun"
+        )
     compare_sweep(args.sweep_dir, logger_cfg={"name": args.logger} if args.logger == "none" else None)
 
 

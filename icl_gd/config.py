@@ -151,10 +151,17 @@ def validate_lm(cfg: DictConfig) -> None:
             "the model should say, e.g. dataset.label_words='{0: negative, 1: positive}'."
         )
     if dataset.label_words:
-        words = list(dataset.label_words.values())
+        words = [str(w) for w in dataset.label_words.values()]
+        empty = [k for k, w in dataset.label_words.items() if not str(w).strip()]
+        if empty:
+            raise ConfigError(
+                f"dataset.label_words gives label(s) {empty} an empty word: give each label a word."
+            )
         dup = sorted({w for w in words if words.count(w) > 1})
         if dup:
-            raise ConfigError(f"dataset.label_words maps two labels to the same word {dup}: give each label its own word.")
+            raise ConfigError(
+                f"dataset.label_words maps two labels to the same word {dup}: give each label its own word."
+            )
     if not 0 < dataset.test_fraction < 1:
         raise ConfigError(f"dataset.test_fraction={dataset.test_fraction} must be in (0, 1).")
     from icl_gd.data.prompts import Template  # parsing the template is cheap and needs no model
@@ -166,27 +173,37 @@ def validate_lm(cfg: DictConfig) -> None:
         raise ConfigError(f"demos={cfg.demos!r} must be an integer >= 0 (the number of demonstrations).")
     _choice("demo_sampling", cfg.demo_sampling, SAMPLINGS)
     if cfg.demo_sampling == "balanced" and dataset.kind != "classification":
-        raise ConfigError("demo_sampling=balanced needs a classification dataset (labels to balance); use random.")
+        raise ConfigError(
+            "demo_sampling=balanced needs a classification dataset (labels to balance); use random."
+        )
     if method.name in TRAINING_METHODS:
         if int(cfg.demos) == 0:
-            raise ConfigError(f"method={method.name} with demos=0 has nothing to train on: set demos>=1 or method=zeroshot.")
+            raise ConfigError(
+                f"method={method.name} with demos=0 has nothing to train on: set demos>=1 or method=zeroshot."
+            )
         _choice("method.optimizer", method.optimizer, OPTIMIZERS)
         _positive("method.lr", method.lr, "Try 1e-4 for adam or 1e-3 for sgd.")
         if int(method.epochs) < 1:
             raise ConfigError(f"method.epochs={method.epochs} must be >= 1.")
         if method.batch_size != "all" and (not isinstance(method.batch_size, int) or method.batch_size < 1):
-            raise ConfigError(f"method.batch_size={method.batch_size!r}: use a positive integer (1 = one demo a step) or all.")
+            raise ConfigError(
+                f"method.batch_size={method.batch_size!r}: use a positive integer (1 = one demo a step) or all."
+            )
         if method.grad_clip is not None:
             _positive("method.grad_clip", method.grad_clip, "Use null for no clipping.")
         if method.name == "gd":
             _choice("method.params", method.params, PARAM_SETS)
             if method.params == "layer_v" and method.layer is None:
-                raise ConfigError("method.params=layer_v needs method.layer=<layer index> (negative counts from the end).")
+                raise ConfigError(
+                    "method.params=layer_v needs method.layer=<layer index> (negative counts from the end)."
+                )
         else:
             if int(method.r) < 1:
                 raise ConfigError(f"method.r={method.r} must be >= 1 (the LoRA rank).")
             if not method.target_modules:
-                raise ConfigError("method.target_modules is empty: name the modules LoRA adapts, e.g. [q_proj, v_proj].")
+                raise ConfigError(
+                    "method.target_modules is empty: name the modules LoRA adapts, e.g. [q_proj, v_proj]."
+                )
     for key in ("n_queries", "top_k", "batch_size"):
         if int(ev[key]) < 1:
             raise ConfigError(f"eval.{key}={ev[key]} must be >= 1.")
@@ -196,7 +213,9 @@ def validate(cfg: DictConfig) -> None:
     """Fail fast on a bad config, before any model or data loads. Raises ConfigError."""
     for group in ("model", "dataset", "method"):
         if group not in cfg or not isinstance(cfg[group], DictConfig):
-            raise ConfigError(f"config has no `{group}` group: pick one, e.g. {group}=<option> (see conf/{group}/).")
+            raise ConfigError(
+                f"config has no `{group}` group: pick one, e.g. {group}=<option> (see conf/{group}/)."
+            )
     if cfg.dataset.get("name") == "linreg":
         from icl_gd.linreg.config import validate as validate_linreg
 

@@ -90,5 +90,9 @@ def read_status(folder: Path) -> dict[str, Any] | None:
 def is_done(folder: Path, config_hash: str) -> bool:
     """True when the folder holds a finished job of the same resolved config (and its metrics)."""
     st = read_status(folder)
-    return bool(st and st.get("status") == "done" and st.get("config_hash") == config_hash
-                and (folder / METRICS).exists())
+    return bool(
+        st
+        and st.get("status") == "done"
+        and st.get("config_hash") == config_hash
+        and (folder / METRICS).exists()
+    )

@@ -60,19 +60,33 @@ def run(cfg: DictConfig, group: str | None = None, raise_on_failure: bool = Fals
     started = time.time()
     try:
         validate(cfg)  # before anything heavy: a bad value fails here with the key and the fix
-        tracker = make_tracker(cfg.logger, output_dir=out, config={**resolved(cfg), "versions": versions()},
-                               group=group, job_type=cfg.method.name, name=out.name)
+        tracker = make_tracker(
+            cfg.logger,
+            output_dir=out,
+            config={**resolved(cfg), "versions": versions()},
+            group=group,
+            job_type=cfg.method.name,
+            name=out.name,
+        )
         metrics = _job(cfg, out, tracker)
-        metrics["wall_s"] = round(time.time() - started, 3)
         io.write_json(out / io.METRICS, metrics)
         tracker.summary({f"{cfg.method.name}/{k}": v for k, v in metrics.items()})
-        io.write_status(out, "done", config_hash=h, versions=versions())
+        io.write_status(
+            out, "done", config_hash=h, wall_s=round(time.time() - started, 3), versions=versions()
+        )
         log.info("done %s: %s", out, {k: metrics[k] for k in ("accuracy", "label_accuracy") if k in metrics})
         return metrics
     except Exception as e:  # recorded, so the other jobs of a sweep go on
         diverged = isinstance(e, DivergedError)
-        io.write_status(out, "failed", config_hash=h, error_type=type(e).__name__, error=str(e),
-                        traceback=traceback.format_exc(), versions=versions())
+        io.write_status(
+            out,
+            "failed",
+            config_hash=h,
+            error_type=type(e).__name__,
+            error=str(e),
+            traceback=traceback.format_exc(),
+            versions=versions(),
+        )
         if diverged:
             io.write_json(out / io.METRICS, {"diverged": 1.0, **getattr(e, "metrics", {})})
         tracker.summary({"status": "failed", "error": str(e), "diverged": float(diverged)})
@@ -98,21 +112,46 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     template = Template(ds.template, list(ds.text_fields))
     splits = load_splits(ds, resolve_data_dir(cfg))
     queries = sample_queries(splits.test, int(cfg.eval.n_queries), int(cfg.seed), ds.name)
-    demos = order_demos(sample_demos(splits.pool, int(cfg.demos), int(cfg.seed), ds.name, cfg.demo_sampling),
-                        cfg.order_seed)
+    demos = order_demos(
+        sample_demos(splits.pool, int(cfg.demos), int(cfg.seed), ds.name, cfg.demo_sampling), cfg.order_seed
+    )
     used = demos if cfg.method.name != "zeroshot" else []
-    io.write_jsonl(out / io.DEMOS, [{"id": d.id, "label": d.label, "answer": d.answer, **d.fields,
-                                     "text": template.demo(d.fields, d.answer)} for d in used])
+    io.write_jsonl(
+        out / io.DEMOS,
+        [
+            {
+                "id": d.id,
+                "label": d.label,
+                "answer": d.answer,
+                **d.fields,
+                "text": template.demo(d.fields, d.answer),
+            }
+            for d in used
+        ],
+    )
     resolve_source(cfg.model)  # fail fast, with where we looked, before the slow load
     lm = load_model(cfg.model)
     label_words = list(OmegaConf.to_container(ds.label_words).values()) if ds.label_words else None
     _check_label_words(lm, template, queries[0], label_words)
 
     def on_step(row: dict[str, float]) -> None:
-        tracker.log({f"{cfg.method.name}/train_loss": row["train_loss"], "epoch": row["epoch"]}, step=int(row["step"]))
+        tracker.log(
+            {f"{cfg.method.name}/train_loss": row["train_loss"], "epoch": row["epoch"]}, step=int(row["step"])
+        )
 
-    result = answer_queries(cfg.method, lm, template, ds.separator, used, queries, label_words, cfg.eval,
-                            int(cfg.seed), cfg.model.add_bos, on_step)
+    result = answer_queries(
+        cfg.method,
+        lm,
+        template,
+        ds.separator,
+        used,
+        queries,
+        label_words,
+        cfg.eval,
+        int(cfg.seed),
+        cfg.model.add_bos,
+        on_step,
+    )
     df = predictions_frame(result, queries, label_words, lm, ds)
     io.write_parquet(out / io.PREDICTIONS, df)
     metrics = job_metrics(result, queries, label_words)
@@ -120,36 +159,47 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     if result.train is not None:
         curve = pd.DataFrame(result.train.curve)
         io.write_csv(out / io.TRAIN_CURVE, curve)
-        metrics.update(train_loss_initial=result.train.initial_loss, train_loss_final=result.train.final_loss,
-                       train_steps=len(curve), n_trainable=result.train.n_trainable)
+        metrics.update(
+            train_loss_initial=result.train.initial_loss,
+            train_loss_final=result.train.final_loss,
+            train_steps=len(curve),
+            n_trainable=result.train.n_trainable,
+        )
     if result.weight_update:
         from safetensors.torch import save_file  # noqa: PLC0415
 
-        save_file({k: v.contiguous() for k, v in result.weight_update.items()}, str(out / "weight_update.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in result.weight_update.items()},
+            str(out / "weight_update.safetensors"),
+        )
     tracker.log_table("predictions", df.drop(columns=["full_dist"], errors="ignore"))
     tracker.log_histogram("gold_prob_hist", df["gold_prob"].tolist())
     return metrics
 
 
-def _check_label_words(lm: LoadedModel, template: Template, query: Example, label_words: list[str] | None) -> None:
-    """Every label word must encode to known tokens, or its probability means nothing."""
-    unk = lm.tokenizer.unk_token_id
+def _check_label_words(
+    lm: LoadedModel, template: Template, query: Example, label_words: list[str] | None
+) -> None:
+    """Every label word must encode to ordinary tokens (no unknown or special token), or its probability is moot."""
+    special = set(lm.tokenizer.all_special_ids) - {None}
     for w in label_words or []:
-        cont = template.query(query.fields, w)[1]
-        try:
-            ids = continuation_ids(lm.tokenizer, cont)
-        except ValueError:
-            ids = []
-        if not ids or (unk is not None and unk in ids and unk != lm.tokenizer.pad_token_id):
-            raise ConfigError(f"label word {w!r} cannot be encoded by the tokenizer of model={lm.name} "
-                              f"(ids {ids}): change dataset.label_words.")
+        ids = continuation_ids(lm.tokenizer, template.query(query.fields, w)[1])
+        bad = [i for i in ids if i in special or i == lm.tokenizer.unk_token_id]
+        if bad:
+            raise ConfigError(
+                f"label word {w!r} cannot be encoded by the tokenizer of model={lm.name}: it maps to "
+                f"unknown/special token(s) {lm.tokenizer.convert_ids_to_tokens(bad)}. "
+                "Change dataset.label_words to plain words."
+            )
 
 
 def _gold_label_index(queries: list[Example], label_words: list[str]) -> torch.Tensor:
     return torch.tensor([label_words.index(q.answer) for q in queries])
 
 
-def job_metrics(result: MethodOutput, queries: list[Example], label_words: list[str] | None) -> dict[str, float]:
+def job_metrics(
+    result: MethodOutput, queries: list[Example], label_words: list[str] | None
+) -> dict[str, float]:
     """metrics.json: means with 95% t-intervals over queries, plus which label scoring was used."""
     p = result.predictions
     acc = M.accuracy(p.topk_ids[:, 0], p.gold_token)
@@ -168,8 +218,13 @@ def job_metrics(result: MethodOutput, queries: list[Example], label_words: list[
     return out
 
 
-def predictions_frame(result: MethodOutput, queries: list[Example], label_words: list[str] | None,
-                      lm: LoadedModel, ds: DictConfig) -> pd.DataFrame:
+def predictions_frame(
+    result: MethodOutput,
+    queries: list[Example],
+    label_words: list[str] | None,
+    lm: LoadedModel,
+    ds: DictConfig,
+) -> pd.DataFrame:
     """predictions.parquet: one row per query, top-K tokens and probabilities, label-word probabilities."""
     p = result.predictions
     tok = lm.tokenizer

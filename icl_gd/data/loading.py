@@ -64,7 +64,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno}): fix or delete that line.") from None
+            raise DataError(
+                f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno}): fix or delete that line."
+            ) from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{i}: expected a JSON object per line, got {type(row).__name__}.")
         rows.append(row)

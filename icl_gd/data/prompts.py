@@ -31,7 +31,9 @@ class Template:
                 "e.g. 'Review: {sentence}\\nSentiment: {label}'."
             )
         if names.count(LABEL) > 1 or not self.text.rstrip().endswith("{label}"):
-            raise ConfigError(f"dataset.template={self.text!r} must end with a single {{label}} (the answer comes last).")
+            raise ConfigError(
+                f"dataset.template={self.text!r} must end with a single {{label}} (the answer comes last)."
+            )
         missing = [n for n in names if n != LABEL and n not in self.fields]
         if missing:
             raise ConfigError(

@@ -27,11 +27,15 @@ def _perm(n: int, *key: object) -> list[int]:
 def sample_queries(test: list[Example], n: int, seed: int, dataset: str) -> list[Example]:
     """The first n of a seeded shuffle of the test pool (so the queries of n=20 are a prefix of n=50)."""
     if n > len(test):
-        raise ConfigError(f"eval.n_queries={n} exceeds the {len(test)} test examples of dataset={dataset}: lower it.")
+        raise ConfigError(
+            f"eval.n_queries={n} exceeds the {len(test)} test examples of dataset={dataset}: lower it."
+        )
     return [test[i] for i in _perm(len(test), "queries", dataset, seed)[:n]]
 
 
-def sample_demos(pool: list[Example], n: int, seed: int, dataset: str, sampling: str = "random") -> list[Example]:
+def sample_demos(
+    pool: list[Example], n: int, seed: int, dataset: str, sampling: str = "random"
+) -> list[Example]:
     """n demonstrations from the pool; `balanced` takes labels round-robin (in a seeded label order)."""
     if n > len(pool):
         raise ConfigError(

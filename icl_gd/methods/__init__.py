@@ -46,8 +46,17 @@ def answer_queries(
     label_conts = [template.query(queries[0].fields, w)[1] for w in label_words] if label_words else None
 
     def run(model) -> Predictions:
-        return predict(model, lm.tokenizer, prompts, answers, label_conts, eval_cfg.top_k, eval_cfg.batch_size,
-                       eval_cfg.save_full_dist, add_bos)
+        return predict(
+            model,
+            lm.tokenizer,
+            prompts,
+            answers,
+            label_conts,
+            eval_cfg.top_k,
+            eval_cfg.batch_size,
+            eval_cfg.save_full_dist,
+            add_bos,
+        )
 
     if method.name in ("zeroshot", "icl"):
         return MethodOutput(run(lm.model))
@@ -61,5 +70,7 @@ def answer_queries(
     params = finetune.select_parameters(lm.model, method)
     with finetune.restoring(params) as originals:
         result = finetune.train(lm.model, lm.tokenizer, batch, params, method, seed, on_step)
-        update = {n: (p.detach() - originals[n]).cpu() for n, p in params.items()} if method.save_update else None
+        update = (
+            {n: (p.detach() - originals[n]).cpu() for n, p in params.items()} if method.save_update else None
+        )
         return MethodOutput(run(lm.model), result, update)

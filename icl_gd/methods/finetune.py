@@ -30,10 +30,14 @@ class TrainResult:
     n_trainable: int = 0
 
 
-def build_batch(tokenizer, prompts: list[str], answers: list[str], add_bos: bool | None) -> list[tuple[list[int], list[int]]]:
+def build_batch(
+    tokenizer, prompts: list[str], answers: list[str], add_bos: bool | None
+) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per demo: labels are IGNORE on the prompt and the answer's ids on the answer."""
     out = []
-    for ids, answer in zip(encode(tokenizer, prompts, True if add_bos is None else add_bos), answers, strict=True):
+    for ids, answer in zip(
+        encode(tokenizer, prompts, True if add_bos is None else add_bos), answers, strict=True
+    ):
         ans = continuation_ids(tokenizer, answer)
         out.append((ids + ans, [IGNORE] * len(ids) + ans))
     return out
@@ -45,7 +49,9 @@ def answer_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int) ->
     ids, mask = _pad([b[0] for b in batch], pad_id, device)
     labels, _ = _pad([b[1] for b in batch], IGNORE, device)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+    )
 
 
 def _layers(model) -> nn.ModuleList:
@@ -66,7 +72,9 @@ def select_parameters(model, cfg: DictConfig) -> dict[str, nn.Parameter]:
     else:  # layer_v
         layers = _layers(model)
         if not -len(layers) <= cfg.layer < len(layers):
-            raise ConfigError(f"method.layer={cfg.layer} is out of range for a {len(layers)}-layer model: use 0..{len(layers) - 1}.")
+            raise ConfigError(
+                f"method.layer={cfg.layer} is out of range for a {len(layers)}-layer model: use 0..{len(layers) - 1}."
+            )
         idx = cfg.layer % len(layers)
         chosen = {f"layer{idx}.{n}": p for n, p in layers[idx].named_parameters() if "v_proj." in n}
     if not chosen:
@@ -150,7 +158,9 @@ def train(
         model.eval()
         result.final_loss = mean_demo_loss(model, batch, pad)
         if not math.isfinite(result.final_loss):
-            raise DivergedError(f"training ended with a non-finite loss ({result.final_loss}): lower method.lr={cfg.lr}.")
+            raise DivergedError(
+                f"training ended with a non-finite loss ({result.final_loss}): lower method.lr={cfg.lr}."
+            )
     finally:
         model.eval()
         for p, f in zip(all_params, frozen, strict=True):
@@ -172,9 +182,16 @@ def lora_adapter(model, cfg: DictConfig) -> Iterator[tuple[object, dict[str, nn.
     available = linear_module_names(model)
     missing = [t for t in cfg.target_modules if t not in available]
     if missing:
-        raise ConfigError(f"method.target_modules {missing} are not modules of this model; choose from {available}.")
-    config = LoraConfig(r=int(cfg.r), lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                        target_modules=list(cfg.target_modules), bias="none")
+        raise ConfigError(
+            f"method.target_modules {missing} are not modules of this model; choose from {available}."
+        )
+    config = LoraConfig(
+        r=int(cfg.r),
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+    )
     peft_model = get_peft_model(model, config)
     try:
         params = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}

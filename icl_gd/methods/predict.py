@@ -100,7 +100,9 @@ def predict(
     return Predictions(gold, cat["ids"], cat["probs"], cat["gold"], cat["ent"], cat["labels"], cat["full"])
 
 
-def _label_logprobs(model, seqs: list[list[int]], first_logp: Tensor, label_ids: list[list[int]], pad: int) -> Tensor:
+def _label_logprobs(
+    model, seqs: list[list[int]], first_logp: Tensor, label_ids: list[list[int]], pad: int
+) -> Tensor:
     """(B, L) log-probability of each label's token sequence after each prompt."""
     cols = []
     for ids in label_ids:

@@ -63,7 +63,9 @@ def resolve_source(cfg: DictConfig) -> Source:
 
 def _check_local(folder: Path, cfg: DictConfig) -> Source:
     if not folder.exists():
-        raise ModelNotFoundError(f"model.path={folder} does not exist: point model.path at the folder with the weights.")
+        raise ModelNotFoundError(
+            f"model.path={folder} does not exist: point model.path at the folder with the weights."
+        )
     if cfg.gguf_file:
         if not (folder / cfg.gguf_file).exists():
             found = sorted(f.name for f in folder.glob("*.gguf"))
@@ -145,8 +147,14 @@ def load_model(cfg: DictConfig) -> LoadedModel:
         model.to(cfg.device)
     model.eval()
     device = next(model.parameters()).device
-    log.info("loaded model=%s from %s (%s, %s params, %s)", cfg.name, src.location, cfg.dtype,
-             f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M", device)
+    log.info(
+        "loaded model=%s from %s (%s, %s params, %s)",
+        cfg.name,
+        src.location,
+        cfg.dtype,
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M",
+        device,
+    )
     loaded = LoadedModel(cfg.name, model, tokenizer, device)
     _CACHE[key] = loaded
     return loaded
