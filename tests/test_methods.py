@@ -131,8 +131,8 @@ def test_lora_adapter_trains_then_leaves_the_model_as_it_was(lm) -> None:
 
 
 def test_lora_target_missing_from_the_model_lists_the_choices(lm) -> None:
-    with pytest.raises(
-        ConfigError, match=r"\['c_attn'\] are not modules of this model; choose from .*q_proj"
+    with (
+        pytest.raises(ConfigError, match=r"\['c_attn'\] are not modules of this model; choose from .*q_proj"),
+        finetune.lora_adapter(lm.model, method_cfg("method=lora", "method.target_modules=[c_attn]")),
     ):
-        with finetune.lora_adapter(lm.model, method_cfg("method=lora", "method.target_modules=[c_attn]")):
-            pass
+        pass

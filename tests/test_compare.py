@@ -1,0 +1,104 @@
+"""Pairing jobs of a sweep and the per-query comparison metrics, on constructed frames and on real job folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from icl_gd.compare import ORDER_PAIR, Job, compare_sweep, find_pairs, pair_metrics
+from icl_gd.runner import run
+
+
+def frame(
+    topk: list[list[int]], probs: list[list[float]], full: list[list[float]] | None = None
+) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {
+            "query_id": [f"q{i}" for i in range(len(topk))],
+            "topk_ids": topk,
+            "topk_probs": probs,
+            "correct": [True] * len(topk),
+            "label_probs": [[p[0], p[1]] for p in probs],
+        }
+    )
+    if full is not None:
+        df["full_dist"] = [np.asarray(f, dtype=np.float16).tobytes() for f in full]
+    return df
+
+
+def test_identical_predictions_are_maximally_alike() -> None:
+    a = frame([[1, 2, 3]], [[0.5, 0.3, 0.2]], [[0.0, 0.5, 0.3, 0.2]])
+    m = pair_metrics(a, a).iloc[0]
+    assert (m["overlap@k"], m["ocs"], m["top1_agreement"], m["label_agreement"]) == (1, 1, 1, 1)
+    assert m["tv"] == pytest.approx(0) and m["js"] == pytest.approx(0) and m["label_tv"] == pytest.approx(0)
+
+
+def test_partial_and_disjoint_overlap_by_hand() -> None:
+    a = frame([[1, 2, 3], [1, 2, 3]], [[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]], [[0, 0.5, 0.3, 0.2, 0, 0]] * 2)
+    b = frame(
+        [[2, 1, 4], [5, 4, 0]],
+        [[0.6, 0.3, 0.1], [0.7, 0.2, 0.1]],
+        [[0, 0.3, 0.6, 0, 0.1, 0], [0.1, 0, 0, 0, 0.2, 0.7]],
+    )
+    m = pair_metrics(a, b)
+    assert m["overlap@k"].tolist() == pytest.approx([2 / 3, 0])
+    # shared tokens {1, 2}: a = (0.5, 0.3), b = (0.3, 0.6): cos = 0.33 / (sqrt(.34) * sqrt(.45))
+    assert m["ocs"].tolist() == pytest.approx([0.33 / (0.34**0.5 * 0.45**0.5), 0.0], abs=1e-6)
+    assert m["top1_agreement"].tolist() == [0, 0]
+    assert m["tv"].tolist() == pytest.approx([0.5 * (0.2 + 0.3 + 0.2 + 0.1), 1.0], abs=1e-3)
+
+
+def job(tmp: Path, method: str, **cfg) -> Job:
+    base = {
+        "model": {"name": "m"},
+        "dataset": {"name": "d"},
+        "demos": 8,
+        "seed": 0,
+        "order_seed": None,
+        "method": {"name": method},
+        "output_dir": str(tmp / method),
+        "logger": {"name": "none"},
+    }
+    return Job(tmp / f"{method}{cfg}", {**base, **cfg})
+
+
+def test_pairs_differ_only_in_method_or_only_in_order(tmp_path: Path) -> None:
+    jobs = [
+        job(tmp_path, "gd"),
+        job(tmp_path, "icl"),
+        job(tmp_path, "zeroshot"),
+        job(tmp_path, "icl", order_seed=1),
+        job(tmp_path, "gd", demos=4),
+        job(tmp_path, "icl", seed=1),
+    ]
+    pairs = {
+        (t, a.method, b.method, a.config["order_seed"], b.config["order_seed"])
+        for t, a, b in find_pairs(jobs)
+    }
+    assert pairs == {
+        ("icl_vs_gd", "icl", "gd", None, None),
+        ("icl_vs_zeroshot", "icl", "zeroshot", None, None),
+        ("gd_vs_zeroshot", "gd", "zeroshot", None, None),
+        (ORDER_PAIR, "icl", "icl", None, 1),
+    }
+
+
+def test_compare_sweep_on_real_job_folders(smoke, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for name, ov in {
+        "icl": ["method=icl"],
+        "gd": ["method=gd"],
+        "icl_o1": ["method=icl", "order_seed=1"],
+    }.items():
+        run(smoke(*ov, out=sweep / name))
+    summary = compare_sweep(sweep)
+    assert set(summary.pair_type) == {"icl_vs_gd", ORDER_PAIR}
+    assert (sweep / "comparison.parquet").exists() and (sweep / "comparison.md").exists()
+    assert pd.read_parquet(sweep / "comparison.parquet").equals(summary)
+    row = summary[(summary.pair_type == "icl_vs_gd") & (summary.metric == "overlap@k")].iloc[0]
+    assert row["n"] == 4 and 0 <= row["mean"] <= 1 and row["ci_lo"] <= row["mean"] <= row["ci_hi"]
+    assert {"tv", "js", "kl", "ocs", "top1_agreement"} <= set(summary.metric)
+    assert "icl_vs_gd" in (sweep / "comparison.md").read_text()
