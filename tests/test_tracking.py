@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +87,22 @@ def read_records(wandb_file: Path) -> list[Any]:
     return out
 
 
+def finished_records(run_dir: Path, timeout_s: float = 60.0) -> list[Any]:
+    """The records of a run once its `exit` record is on disk: wandb-core flushes the file shortly after
+    `finish()` returns, later still on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        files = list(run_dir.glob("run-*.wandb"))
+        records = read_records(files[0]) if len(files) == 1 else []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def run_folder(run_dir: Path) -> dict[str, Any]:
     """What an offline run holds: run record fields, config, summary and history keys."""
-    (wandb_file,) = run_dir.glob("run-*.wandb")
     info: dict[str, Any] = {"config": {}, "summary": {}, "history_keys": set()}
-    for r in read_records(wandb_file):
+    for r in finished_records(run_dir):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             info |= {"group": r.run.run_group, "job_type": r.run.job_type, "name": r.run.display_name}
