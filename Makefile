@@ -29,8 +29,7 @@ install: $(VENV)/.installed  ## Create .venv and install torch (TORCH=...), the 
 demo: install  ## Real ICL-vs-GD sweep on SmolLM2 (zeroshot, icl, gd + ICL order noise floor), then the comparison table
 	rm -rf $(DEMO_DIR)
 	$(PY) run.py -m method=zeroshot,icl,gd $(DEMO_ARGS) hydra.sweep.dir=$(DEMO_DIR)
-	$(PY) run.py -m method=icl order_seed=1 $(DEMO_ARGS) hydra.sweep.dir=$(DEMO_DIR)
-	$(PY) -m icl_gd.compare $(DEMO_DIR)
+	$(PY) run.py -m method=icl order_seed=1 $(DEMO_ARGS) hydra.sweep.dir=$(DEMO_DIR)  # compares the whole folder at its end
 
 test: install  ## The whole test suite, slow tests included (what .ci/run calls)
 	$(PY) -m pytest -q
