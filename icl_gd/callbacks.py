@@ -1,17 +1,90 @@
-"""Hydra callback: compare the jobs of a sweep once all of them have run (with any launcher)."""
+"""Hydra callback: compare the jobs of a sweep once all of them have run (with any launcher).
+
+Before anything runs it also checks what Hydra would otherwise report with a traceback: that the output folder
+can be written, and that the chosen launcher's plugin is installed (`hydra/launcher=joblib` without the plugin
+says what to install instead of Hydra's "Unknown plugin class"). Hydra turns a callback's exception into a
+warning, so these checks exit with the message (SystemExit) instead.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from icl_gd.errors import ConfigError
+
 log = logging.getLogger(__name__)
+
+# plugin package -> (its PyPI name, this project's extra, the modules it needs at launch)
+LAUNCHER_PLUGINS = {
+    "hydra_plugins.hydra_joblib_launcher": ("hydra-joblib-launcher", "joblib", ("joblib",)),
+    "hydra_plugins.hydra_submitit_launcher": ("hydra-submitit-launcher", "slurm", ("submitit",)),
+    "hydra_plugins.hydra_ray_launcher": ("hydra-ray-launcher", "ray", ("ray",)),
+}
+
+
+class LauncherNotInstalled(ConfigError):
+    """hydra/launcher names a plugin that is not installed."""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package, or a module set to None in sys.modules
+        return False
+
+
+def check_launcher(config: DictConfig) -> None:
+    """Raise LauncherNotInstalled when hydra.launcher names a plugin (or a module it needs) that is not installed."""
+    target = str(config.hydra.launcher.get("_target_") or "")
+    package = ".".join(target.split(".")[:2])
+    if package not in LAUNCHER_PLUGINS:
+        return
+    dist, extra, needs = LAUNCHER_PLUGINS[package]
+    missing = [m for m in (package, *needs) if not _installed(m)]
+    if missing:
+        choice = config.hydra.runtime.choices.get("hydra/launcher") or target
+        raise LauncherNotInstalled(
+            f"hydra/launcher={choice} needs the Hydra plugin {dist}, which is not installed in {sys.executable} "
+            f"(missing: {', '.join(missing)}). Install it with: pip install -e '.[{extra}]' (or pip install {dist}), "
+            "or leave out hydra/launcher to run the jobs one after another."
+        )
+
+
+def check_writable(folder: str, key: str) -> None:
+    """Raise ConfigError unless `folder` can be created and written (Hydra's own failure is a traceback)."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"output folder {folder} cannot be written ({type(e).__name__}: {e.strerror}): "
+            f"set {key}=<a folder you can write to>."
+        ) from None
 
 
 class CompareOnMultirunEnd(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_writable(config.hydra.run.dir, "hydra.run.dir")
+        except ConfigError as e:
+            raise SystemExit(f"ConfigError: {e}") from None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:  # before Hydra instantiates the launcher and makes the sweep folder
+            check_launcher(config)
+            check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+        except ConfigError as e:
+            raise SystemExit(f"{type(e).__name__}: {e}") from None
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from icl_gd.compare import compare_sweep  # noqa: PLC0415
 

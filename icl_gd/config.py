@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ TRAINING_METHODS = ("gd", "lora")
 SAMPLINGS = ("random", "balanced")
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DATASET_KINDS = ("classification", "wordpairs")
+# conf/hydra/launcher/{joblib,submitit_*,ray}.yaml carry the names of the plugins' own schemas, so Hydra 1.3 checks
+# each against its schema and warns, in every process, that this matching is deprecated. The files are complete
+# without it (tests/test_launchers.py checks them against the schemas): silence that one warning.
+warnings.filterwarnings(
+    "ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema", category=UserWarning
+)
 # Keys that say where a job writes, not what it computes: left out of the job's identity hash.
 NON_IDENTITY_KEYS = ("output_dir", "logger", "rerun")
 
@@ -125,6 +132,27 @@ def _positive(key: str, value: float, fix: str = "") -> None:
         raise ConfigError(f"{key}={value!r} must be > 0.{(' ' + fix) if fix else ''}")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_device(device: str) -> None:
+    """model.device=cuda[:N] or mps must exist on this machine: say so before the model loads."""
+    import torch  # noqa: PLC0415 -- only for this check; the rest of validation needs no torch
+
+    if device.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":", 1)[1]) if ":" in device and device.split(":", 1)[1].isdigit() else 0
+        if index >= n:
+            seen = f"{n} CUDA device(s)" if n else f"no CUDA device (torch {torch.__version__})"
+            raise ConfigError(
+                f"model.device={device} but this machine has {seen}: use model.device=cpu (or auto), or install "
+                "a CUDA build of torch (make install TORCH=...) and check CUDA_VISIBLE_DEVICES."
+            )
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("model.device=mps but MPS (Apple GPU) is not available here: use model.device=cpu.")
+
+
 def resolve_data_dir(cfg: DictConfig) -> Path:
     """The data folder: cfg.data_dir, else $ICL_GD_DATA, else ../shared/data beside the project root."""
     raw = cfg.get("data_dir") or os.environ.get(DATA_ENV)
@@ -141,9 +169,20 @@ def validate_lm(cfg: DictConfig) -> None:
     _choice("model.dtype", model.dtype, DTYPES)
     if not (model.device in ("cpu", "auto") or model.device.startswith(("cuda", "mps"))):
         raise ConfigError(f"model.device={model.device!r}: use cpu, auto, cuda or cuda:N.")
+    _check_device(model.device)
     if model.path is None and model.package is None and not model.random_init:
         raise ConfigError(f"model={model.name} names no weights: set model.path=<local folder or hub id>.")
 
+    unset = [k for k in ("name", "path", "template") if OmegaConf.is_missing(dataset, k)]
+    if unset:
+        example = {
+            "name": "dataset.name=my_set",
+            "path": "dataset.path=/data/my.jsonl (a relative path is read from data_dir)",
+            "template": "dataset.template='Q: {input}\\nA: {label}'",
+        }[unset[0]]
+        raise ConfigError(
+            f"dataset.{unset[0]} is not set (??? in its conf/dataset/ file): give it, e.g. {example}."
+        )
     _choice("dataset.kind", dataset.kind, DATASET_KINDS)
     if dataset.kind == "classification" and not dataset.label_words:
         raise ConfigError(
@@ -169,7 +208,13 @@ def validate_lm(cfg: DictConfig) -> None:
     Template(dataset.template, list(dataset.text_fields))
 
     _choice("method", method.name, LM_METHODS)
-    if cfg.demos is None or int(cfg.demos) < 0:
+    if not _is_int(cfg.get("seed")):
+        raise ConfigError(
+            f"seed={cfg.get('seed')!r} must be an integer (it fixes demos, queries, order, training)."
+        )
+    if cfg.get("order_seed") is not None and not _is_int(cfg.order_seed):
+        raise ConfigError(f"order_seed={cfg.order_seed!r} must be null (the sampled order) or an integer.")
+    if not _is_int(cfg.demos) or cfg.demos < 0:
         raise ConfigError(f"demos={cfg.demos!r} must be an integer >= 0 (the number of demonstrations).")
     _choice("demo_sampling", cfg.demo_sampling, SAMPLINGS)
     if cfg.demo_sampling == "balanced" and dataset.kind != "classification":

@@ -48,7 +48,13 @@ def versions() -> dict[str, str]:
 def run(cfg: DictConfig, group: str | None = None, raise_on_failure: bool = False) -> dict[str, Any]:
     """Run one job into cfg.output_dir and return its metrics (empty when it failed)."""
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # no status.json can be written there: raise, whatever raise_on_failure says
+        raise ConfigError(
+            f"output_dir={out} cannot be created ({type(e).__name__}: {e.strerror}): point hydra.sweep.dir "
+            "(or hydra.run.dir, or output_dir) at a writable folder."
+        ) from None
     h = config_hash(cfg)
     if not cfg.get("rerun", False) and io.is_done(out, h):
         log.info("skip %s: done with the same config (rerun=true to run it again)", out)
@@ -131,6 +137,11 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     )
     resolve_source(cfg.model)  # fail fast, with where we looked, before the slow load
     lm = load_model(cfg.model)
+    vocab = getattr(lm.model.config, "vocab_size", None)
+    if vocab and int(cfg.eval.top_k) > vocab:
+        raise ConfigError(
+            f"eval.top_k={cfg.eval.top_k} exceeds the vocabulary of model={lm.name} ({vocab} tokens): lower eval.top_k."
+        )
     label_words = list(OmegaConf.to_container(ds.label_words).values()) if ds.label_words else None
     _check_label_words(lm, template, queries[0], label_words)
 
@@ -139,6 +150,9 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
             {f"{cfg.method.name}/train_loss": row["train_loss"], "epoch": row["epoch"]}, step=int(row["step"])
         )
 
+    # torch's global RNG (LoRA's adapter init draws from it) depends on the seed alone, not on the jobs this
+    # process ran before: the same job gives the same files in any sweep order, launcher or resumed run
+    torch.manual_seed(int(cfg.seed))
     result = answer_queries(
         cfg.method,
         lm,
