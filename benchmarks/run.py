@@ -193,7 +193,8 @@ def write_readme(results: dict[str, Any]) -> None:
         notes.append(
             f"- GD setup: restore {x['restore_s']:.3f} s ({x['params_restored'] / 1e6:.0f}M parameters copied and "
             f"written back); reload {x['reload_gguf_s']:.1f} s from the GGUF file, {x['reload_cached_s']:.2f} s from "
-            f"the dequantised cache (restore is x{x['ratio_vs_cached_reload']:.1f} faster than that too)."
+            f"the dequantised cache (x{x['ratio_vs_cached_reload']:.1f}; that file is mapped lazily, so most of its "
+            "reading happens later, when the weights are first used)."
         )
     if "model_load_dequant_cache" in d:
         x = d["model_load_dequant_cache"]
