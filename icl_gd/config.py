@@ -107,6 +107,7 @@ class EvalConfig:
     top_k: int = 10
     batch_size: int = 8
     save_full_dist: bool = True
+    prefix_cache: bool = True
 
 
 def _typed(schema: type, node: DictConfig, group: str) -> DictConfig:

@@ -160,3 +160,25 @@ def test_smollm2_cached_equals_full_forward() -> None:
     for batch_size in (1, 3):
         (c_logp, c_lab), (n_logp, n_lab) = both_paths(lm, prompts, [" sports", " x technology"], batch_size)
         assert (c_logp - n_logp).abs().max() < TOL and (c_lab - n_lab).abs().max() < TOL
+
+
+def test_eval_prefix_cache_knob_reaches_predict(lm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`eval.prefix_cache=false` in the config turns the cache off; the default (true) turns it on."""
+    import icl_gd.methods as methods  # noqa: PLC0415
+
+    seen: list[bool] = []
+    real = methods.predict
+
+    def spy(*a, **kw):
+        seen.append(kw["prefix_cache"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(methods, "predict", spy)
+    template = Template("Q: {x}\nA: {label}", ["x"])
+    demos = [Example("d0", {"x": "word here"}, "pos", "answer")]
+    queries = [Example("q0", {"x": "walk"}, "pos", "walked")]
+    method = compose_config(["output_dir=/tmp/x", "method=icl"]).method
+    for flag in ("true", "false"):
+        eval_cfg = compose_config(["output_dir=/tmp/x", f"eval.prefix_cache={flag}"]).eval
+        answer_queries(method, lm, template, "\n\n", demos, queries, None, eval_cfg, 0, None)
+    assert seen == [True, False]
