@@ -26,12 +26,14 @@ import yaml
 
 from icl_gd import io
 from icl_gd import metrics as M
+from icl_gd.analysis.order import order_sensitivity, summarize_order
 from icl_gd.config import identity
 
 log = logging.getLogger(__name__)
 
 METHOD_ORDER = ("icl", "gd", "lora", "zeroshot")  # the first of a pair is the reference
 ORDER_PAIR = "icl_vs_icl_order"
+ORDER_FILE = "order_sensitivity.parquet"
 TABLE_METRICS = ("overlap@k", "ocs", "top1_agreement", "label_tv", "label_js", "tv", "js", "kl")
 
 
@@ -39,14 +41,21 @@ TABLE_METRICS = ("overlap@k", "ocs", "top1_agreement", "label_tv", "label_js", "
 class Job:
     folder: Path
     config: dict[str, Any]
+    method_label: str = ""  # the method name plus what tells it apart from same-named methods of the sweep
+    model_label: str = ""  # the model name, @revision when revisions vary, "(untrained)" for random_init
+
+    def __post_init__(self) -> None:
+        self.method_label = self.method_label or self.method
+        self.model_label = self.model_label or model_label(self.config["model"], False)
 
     @property
     def method(self) -> str:
         return self.config["method"]["name"]
 
     def key(self, *drop: str) -> str:
+        """The job's identity minus `drop` and minus `analysis` (extra measurements never change predictions)."""
         ident = identity(self.config)
-        for k in drop:
+        for k in (*drop, "analysis"):
             ident.pop(k, None)
         return json.dumps(ident, sort_keys=True, default=str)
 
@@ -54,8 +63,51 @@ class Job:
         return pd.read_parquet(self.folder / io.PREDICTIONS)
 
 
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def method_label(method: dict[str, Any], varying: list[str]) -> str:
+    """`tag` when set, else the name plus the `varying` keys: "gd", "gd(lr=0.001)", "gd(batch_size=all)"."""
+    if method.get("tag"):
+        return str(method["tag"])
+    shown = [f"{k}={_fmt(method.get(k))}" for k in varying if k not in ("name", "tag")]
+    return f"{method['name']}({','.join(shown)})" if shown else str(method["name"])
+
+
+def model_label(model: dict[str, Any], show_revision: bool) -> str:
+    """The model name, "@revision" when the sweep holds several revisions, " (untrained)" for random weights."""
+    label = str(model["name"])
+    if show_revision and model.get("revision"):
+        label += f"@{model['revision']}"
+    return label + (" (untrained)" if model.get("random_init") else "")
+
+
+def _varying(dicts: list[dict[str, Any]]) -> list[str]:
+    keys = sorted({k for d in dicts for k in d})
+    return [k for k in keys if len({json.dumps(d.get(k), sort_keys=True, default=str) for d in dicts}) > 1]
+
+
+def label_jobs(jobs: list[Job]) -> list[Job]:
+    """Give each job its method and model label, from what varies among the sweep's same-named methods/models."""
+    by_method: dict[str, list[Job]] = {}
+    by_model: dict[str, list[Job]] = {}
+    for j in jobs:
+        by_method.setdefault(j.method, []).append(j)
+        by_model.setdefault(j.config["model"]["name"], []).append(j)
+    for group in by_method.values():
+        varying = _varying([j.config["method"] for j in group])
+        for j in group:
+            j.method_label = method_label(j.config["method"], varying)
+    for group in by_model.values():
+        revisions = "revision" in _varying([j.config["model"] for j in group])
+        for j in group:
+            j.model_label = model_label(j.config["model"], revisions)
+    return jobs
+
+
 def load_jobs(sweep_dir: Path) -> list[Job]:
-    """Every finished language-model job under the sweep folder."""
+    """Every finished language-model job under the sweep folder, labelled (`label_jobs`)."""
     jobs = []
     for status in sorted(Path(sweep_dir).rglob(io.STATUS)):
         folder = status.parent
@@ -63,7 +115,7 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
         if not st or st.get("status") != "done" or not (folder / io.PREDICTIONS).exists():
             continue
         jobs.append(Job(folder, yaml.safe_load((folder / io.CONFIG).read_text())))
-    return jobs
+    return label_jobs(jobs)
 
 
 def find_pairs(jobs: list[Job]) -> list[tuple[str, Job, Job]]:
@@ -74,10 +126,10 @@ def find_pairs(jobs: list[Job]) -> list[tuple[str, Job, Job]]:
     for j in jobs:
         by_key.setdefault(j.key("method"), []).append(j)
     for group in by_key.values():
-        group.sort(key=lambda j: (rank.get(j.method, len(rank)), j.method))
+        group.sort(key=lambda j: (rank.get(j.method, len(rank)), j.method_label))
         for a, b in itertools.combinations(group, 2):
-            if a.method != b.method:
-                pairs.append((f"{a.method}_vs_{b.method}", a, b))
+            if a.method_label != b.method_label:
+                pairs.append((f"{a.method_label}_vs_{b.method_label}", a, b))
     icl: dict[str, list[Job]] = {}
     for j in jobs:
         if j.method == "icl":
@@ -145,9 +197,11 @@ def _describe(job_a: Job, job_b: Job, pair_type: str) -> dict[str, Any]:
     c = job_a.config
     return {
         "pair_type": pair_type,
-        "method_a": job_a.method,
-        "method_b": job_b.method,
-        "model": c["model"]["name"],
+        "method_a": job_a.method_label,
+        "method_b": job_b.method_label,
+        "model": job_a.model_label,
+        "revision": c["model"].get("revision"),
+        "random_init": bool(c["model"].get("random_init")),
         "dataset": c["dataset"]["name"],
         "demos": c["demos"],
         "seed": c["seed"],
@@ -213,19 +267,46 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n" + legend
 
 
+def order_markdown(table: pd.DataFrame) -> str:
+    """Mean order sensitivity per method: the std across demo orders of each label's probability."""
+    lines = [
+        "| model | dataset | demos | method | orders | n | std of label prob |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, r in table.iterrows():
+        ci = (r["ci_hi"] - r["ci_lo"]) / 2 if pd.notna(r["ci_hi"]) else float("nan")
+        lines.append(
+            f"| {r['model']} | {r['dataset']} | {r['demos']} | {r['method']} | {r['n_orders']} | {r['n']} | "
+            f"{r['std']:.4f} ± {ci:.4f} |"
+        )
+    return "\n".join(lines) + (
+        "\n\n_Per query, the standard deviation across demo orders of each label word's probability, averaged "
+        "over labels; mean ± 95% half-width over queries and seeds. 0 = the order does not matter._\n"
+    )
+
+
 def compare_sweep(sweep_dir: str | Path, logger_cfg: Any = None) -> pd.DataFrame:
     """Compare every pair of a sweep folder, write the files, print the table, log a W&B `compare` run."""
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir)
     summary, per_query = compare_jobs(jobs)
+    orders = order_sensitivity(jobs)
+    order_md = ""
+    if not orders.empty:
+        io.write_parquet(sweep_dir / ORDER_FILE, orders)
+        order_md = "\n## Order sensitivity\n\n" + order_markdown(summarize_order(orders))
     if summary.empty:
         log.warning("no comparable pairs among the %d finished jobs in %s", len(jobs), sweep_dir)
         io.write_parquet(sweep_dir / "comparison.parquet", summary)
+        if order_md:
+            io.write_text(
+                sweep_dir / "comparison.md", f"# Comparison of {len(jobs)} jobs in {sweep_dir}\n{order_md}"
+            )
         return summary
     table = aggregate(per_query)
     io.write_parquet(sweep_dir / "comparison.parquet", summary)
     io.write_parquet(sweep_dir / "comparison_queries.parquet", per_query)
-    md = f"# Comparison of {len(jobs)} jobs in {sweep_dir}\n\n" + to_markdown(table)
+    md = f"# Comparison of {len(jobs)} jobs in {sweep_dir}\n\n" + to_markdown(table) + order_md
     io.write_text(sweep_dir / "comparison.md", md)
     print(md, flush=True)  # the table is the sweep's answer: show it where the user ran the command
     _log_to_wandb(sweep_dir, logger_cfg or _logger_of(jobs), summary, table)

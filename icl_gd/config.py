@@ -89,7 +89,11 @@ class MethodConfig:
     epochs: int = 5
     batch_size: Any = 1  # 1 or "all"
     params: str = "all"
-    layer: int | None = None
+    layer: Any = None  # int (negative counts from the end) or "middle" (n_layers // 2), for params=layer_v
+    layer_causal: bool = False  # Deutch et al.: detached layer inputs, one answer loss per layer output
+    lr_grid: list[float] = field(default_factory=list)  # non-empty: pick lr from these by held-out demo loss
+    heldout: int = 8  # held-out demonstrations (from the pool, disjoint from demos and queries) for lr_grid
+    tag: str | None = None  # a display name for this method variant in comparisons and the report
     momentum: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
@@ -99,6 +103,14 @@ class MethodConfig:
     alpha: float = 16
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class AnalysisConfig:
+    dai: bool = False  # gd/lora: Rec2FTP, SimAOU, SimAM (Dai et al.) from hooked zero-shot/ICL/GD passes
+    sparsity: bool = False  # gd: fraction of weight-update entries below each threshold, per layer and matrix
+    sparsity_thresholds: list[float] = field(default_factory=lambda: [1e-2, 1e-3, 1e-4, 1e-5, 1e-6])
+    sparsity_relative: bool = False  # true: threshold |dw| / max |dw| of each matrix instead of |dw|
 
 
 @dataclass
@@ -166,6 +178,7 @@ def validate_lm(cfg: DictConfig) -> None:
     dataset = _typed(DatasetConfig, cfg.dataset, "dataset")
     method = _typed(MethodConfig, cfg.method, "method")
     ev = _typed(EvalConfig, cfg.eval, "eval")
+    an = _typed(AnalysisConfig, cfg.get("analysis") or {}, "analysis")
 
     _choice("model.dtype", model.dtype, DTYPES)
     if not (model.device in ("cpu", "auto") or model.device.startswith(("cuda", "mps"))):
@@ -241,8 +254,20 @@ def validate_lm(cfg: DictConfig) -> None:
             _choice("method.params", method.params, PARAM_SETS)
             if method.params == "layer_v" and method.layer is None:
                 raise ConfigError(
-                    "method.params=layer_v needs method.layer=<layer index> (negative counts from the end)."
+                    "method.params=layer_v needs method.layer=<layer index> (negative counts from the end) "
+                    "or method.layer=middle."
                 )
+            if method.layer is not None and not (_is_int(method.layer) or method.layer == "middle"):
+                raise ConfigError(
+                    f"method.layer={method.layer!r}: use an integer (negative counts from the end) or middle."
+                )
+        for lr in method.lr_grid:
+            _positive("method.lr_grid", lr, "Give positive learning rates, e.g. method.lr_grid=[1e-3,1e-4].")
+        if method.lr_grid and int(method.heldout) < 1:
+            raise ConfigError(
+                f"method.lr_grid needs held-out demonstrations to choose from: method.heldout={method.heldout} "
+                "must be >= 1."
+            )
         else:
             if int(method.r) < 1:
                 raise ConfigError(f"method.r={method.r} must be >= 1 (the LoRA rank).")
@@ -250,6 +275,17 @@ def validate_lm(cfg: DictConfig) -> None:
                 raise ConfigError(
                     "method.target_modules is empty: name the modules LoRA adapts, e.g. [q_proj, v_proj]."
                 )
+    if (an.dai or an.sparsity) and method.name not in TRAINING_METHODS:
+        which = "analysis.dai" if an.dai else "analysis.sparsity"
+        raise ConfigError(
+            f"{which}=true compares a trained model with ICL: it needs method=gd (or lora), not method={method.name}."
+        )
+    if an.sparsity and method.name != "gd":
+        raise ConfigError(
+            "analysis.sparsity=true measures the update of the model's own weights: use method=gd."
+        )
+    for t in an.sparsity_thresholds:
+        _positive("analysis.sparsity_thresholds", t, "Use thresholds such as [1e-2, 1e-4, 1e-6].")
     for key in ("n_queries", "top_k", "batch_size"):
         if int(ev[key]) < 1:
             raise ConfigError(f"eval.{key}={ev[key]} must be >= 1.")

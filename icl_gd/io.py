@@ -19,6 +19,10 @@ CONFIG = "config.yaml"
 PREDICTIONS = "predictions.parquet"
 DEMOS = "demos.jsonl"
 TRAIN_CURVE = "train_curve.csv"
+DAI_LAYERS = "dai_layers.parquet"  # analysis.dai: one row per (query, layer)
+DAI_QUERIES = "dai_queries.parquet"  # analysis.dai: zero-shot / ICL / GD correctness per query
+SPARSITY = "sparsity.parquet"  # analysis.sparsity: one row per (layer, matrix, threshold)
+LR_SEARCH = "lr_search.csv"  # method.lr_grid: the held-out loss of each learning rate
 
 
 def _atomic(path: Path, write) -> None:

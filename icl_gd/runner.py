@@ -22,7 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 from icl_gd import io
 from icl_gd import metrics as M
 from icl_gd.config import config_hash, resolve_data_dir, resolved, validate
-from icl_gd.data import Example, Template, load_splits, order_demos, sample_demos, sample_queries
+from icl_gd.data import (
+    Example,
+    Template,
+    load_splits,
+    order_demos,
+    sample_demos,
+    sample_heldout,
+    sample_queries,
+)
 from icl_gd.errors import ConfigError, DivergedError
 from icl_gd.methods import MethodOutput, answer_queries
 from icl_gd.methods.predict import continuation_ids
@@ -152,6 +160,11 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
 
     # torch's global RNG (LoRA's adapter init draws from it) depends on the seed alone, not on the jobs this
     # process ran before: the same job gives the same files in any sweep order, launcher or resumed run
+    heldout = (
+        sample_heldout(splits.pool, demos, int(cfg.method.heldout), int(cfg.seed), ds.name)
+        if cfg.method.get("lr_grid")
+        else None
+    )
     torch.manual_seed(int(cfg.seed))
     result = answer_queries(
         cfg.method,
@@ -165,6 +178,8 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         int(cfg.seed),
         cfg.model.add_bos,
         on_step,
+        analysis=cfg.get("analysis"),
+        heldout=heldout,
     )
     df = predictions_frame(result, queries, label_words, lm, ds)
     io.write_parquet(out / io.PREDICTIONS, df)
@@ -178,7 +193,14 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
             train_loss_final=result.train.final_loss,
             train_steps=len(curve),
             n_trainable=result.train.n_trainable,
+            train_answer_loss_initial=result.train.initial_answer_loss,
+            train_answer_loss_final=result.train.final_answer_loss,
         )
+        for layer, loss in enumerate(
+            result.train.final_layer_losses
+        ):  # layer-causal GD: each layer's own loss
+            metrics[f"train_layer_loss_final/{layer}"] = loss
+    metrics.update(analysis_outputs(result, out, tracker))
     if result.weight_update:
         from safetensors.torch import save_file  # noqa: PLC0415
 
@@ -188,6 +210,25 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         )
     tracker.log_table("predictions", df.drop(columns=["full_dist"], errors="ignore"))
     tracker.log_histogram("gold_prob_hist", df["gold_prob"].tolist())
+    return metrics
+
+
+def analysis_outputs(result: MethodOutput, out: Path, tracker: Tracker) -> dict[str, float]:
+    """Write the optional analyses of a training job (Dai metrics, sparsity, lr search); return their metrics."""
+    metrics: dict[str, float] = {}
+    if result.dai is not None:
+        layers, per_query, dai_metrics = result.dai
+        io.write_parquet(out / io.DAI_LAYERS, layers)
+        io.write_parquet(out / io.DAI_QUERIES, per_query)
+        metrics.update(dai_metrics)
+        tracker.log_table("dai_layers", layers.groupby("layer", as_index=False).mean(numeric_only=True))
+    if result.sparsity is not None:
+        io.write_parquet(out / io.SPARSITY, result.sparsity)
+        for t, g in result.sparsity.groupby("threshold"):
+            metrics[f"sparsity@{t:.0e}"] = float((g.fraction * g.n_entries).sum() / g.n_entries.sum())
+    if result.lr_search:
+        io.write_csv(out / io.LR_SEARCH, pd.DataFrame(result.lr_search))
+        metrics["lr_selected"] = min(result.lr_search, key=lambda r: r["heldout_loss"])["lr"]
     return metrics
 
 

@@ -51,6 +51,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "object.json").write_text('{"input": "walk", "output": "walked"}')  # word pairs must be an array
     (d / "no_output.json").write_text(json.dumps([{"input": f"w{i}"} for i in range(6)]))
     (d / "empty_model").mkdir()  # a folder without config.json or weights
+    (d / "ckpts" / "step0").mkdir(parents=True)  # a checkpoints folder with one revision
+    (d / "ckpts" / "step0" / "config.json").write_text("{}")
     return d
 
 
@@ -179,6 +181,55 @@ CASES = [
         ConfigError,
         ["model.device=cuda but this machine has no CUDA device", "use model.device=cpu"],
         marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+    ),
+    (
+        "dai_on_icl",
+        ["method=icl", "analysis.dai=true"],
+        ConfigError,
+        ["analysis.dai=true", "needs method=gd"],
+    ),
+    (
+        "sparsity_on_lora",
+        ["method=lora", "analysis.sparsity=true"],
+        ConfigError,
+        ["analysis.sparsity=true", "use method=gd"],
+    ),
+    (
+        "layer_not_a_layer",
+        ["method=gd", "method.params=layer_v", "method.layer=deep"],
+        ConfigError,
+        ["method.layer='deep'", "or middle"],
+    ),
+    (
+        "lr_grid_negative",
+        ["method=gd", "method.lr_grid=[1e-3,-1]"],
+        ConfigError,
+        ["method.lr_grid=-1", "positive learning rates"],
+    ),
+    (
+        "lr_grid_without_heldout",
+        ["method=gd", "method.lr_grid=[1e-3]", "method.heldout=0"],
+        ConfigError,
+        ["method.heldout=0", ">= 1"],
+    ),
+    (
+        "heldout_exceeds_pool",
+        ["method=gd", "method.lr_grid=[1e-3]", "method.heldout=100000"],
+        ConfigError,
+        ["method.heldout=100000", "lower method.heldout"],
+    ),
+    (
+        "revision_not_in_checkpoints",
+        [
+            "model=tiny_random",
+            "model.random_init=false",
+            "model.path={files}/ckpts",
+            "model.package=null",
+            "model.gguf_file=null",
+            "model.revision=step5",
+        ],
+        ModelNotFoundError,
+        ["model.revision=step5", "revisions there: ['step0']"],
     ),
 ]
 

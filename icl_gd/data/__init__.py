@@ -2,6 +2,15 @@
 
 from icl_gd.data.loading import Example, Splits, load_splits
 from icl_gd.data.prompts import Template
-from icl_gd.data.sampling import order_demos, sample_demos, sample_queries
+from icl_gd.data.sampling import order_demos, sample_demos, sample_heldout, sample_queries
 
-__all__ = ["Example", "Splits", "Template", "load_splits", "order_demos", "sample_demos", "sample_queries"]
+__all__ = [
+    "Example",
+    "Splits",
+    "Template",
+    "load_splits",
+    "order_demos",
+    "sample_demos",
+    "sample_heldout",
+    "sample_queries",
+]

@@ -62,3 +62,17 @@ def order_demos(demos: list[Example], order_seed: int | None) -> list[Example]:
     if order_seed is None:
         return list(demos)
     return [demos[i] for i in _perm(len(demos), "order", order_seed)]
+
+
+def sample_heldout(
+    pool: list[Example], exclude: list[Example], n: int, seed: int, dataset: str
+) -> list[Example]:
+    """n pool examples that are not among `exclude` (the demos): for choosing a GD learning rate without the queries."""
+    taken = {e.id for e in exclude}
+    rest = [e for e in pool if e.id not in taken]
+    if n > len(rest):
+        raise ConfigError(
+            f"method.heldout={n} held-out demonstrations are asked for, but dataset={dataset} has only {len(rest)} "
+            "pool examples besides the demos: lower method.heldout or demos."
+        )
+    return [rest[i] for i in _perm(len(rest), "heldout", dataset, seed)[:n]]

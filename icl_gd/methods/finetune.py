@@ -3,6 +3,10 @@
 The model is shared by every job of a process, so training happens in place and the trained parameters are
 restored from an in-memory copy afterwards (`restoring`); LoRA adapters are removed with peft's `unload`.
 A NaN or exploding loss raises DivergedError after the weights are restored.
+
+Layer-causal GD (Deutch et al., `method.layer_causal`): every decoder layer's input is detached and every layer's
+output is read out through the final norm and the unembedding, so layer l is trained only on its own answer loss and
+no gradient reaches a layer from the layers above it, as in ICL, where a layer's state depends only on layers below.
 """
 
 from __future__ import annotations
@@ -20,14 +24,21 @@ from icl_gd.errors import ConfigError, DivergedError
 from icl_gd.methods.predict import _pad, continuation_ids, encode
 
 IGNORE = -100  # label id that cross-entropy skips: prompt and padding tokens carry no loss
+ANSWER = "answer"  # TrainResult.loss_kind of ordinary GD: the answer-token loss at the model's output
+LAYER_CAUSAL = "layer_causal_sum"  # layer-causal GD: the sum over layers of each layer's own answer loss
 
 
 @dataclass
 class TrainResult:
-    curve: list[dict[str, float]] = field(default_factory=list)  # one row per optimizer step
-    initial_loss: float = math.nan  # mean answer-token loss over all demos before training
+    curve: list[dict[str, float]] = field(default_factory=list)  # one row per optimizer step, in loss_kind
+    initial_loss: float = math.nan  # mean per-demo training objective (loss_kind) before training
     final_loss: float = math.nan  # the same after training
     n_trainable: int = 0
+    loss_kind: str = ANSWER  # what initial_loss, final_loss and the curve measure
+    initial_answer_loss: float = math.nan  # mean per-demo answer loss before training, whatever loss_kind
+    final_answer_loss: float = math.nan  # the same after training: comparable between GD and layer-causal GD
+    initial_layer_losses: list[float] = field(default_factory=list)  # layer-causal: per-layer, per-demo mean
+    final_layer_losses: list[float] = field(default_factory=list)
 
 
 def build_batch(
@@ -52,6 +63,72 @@ def answer_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int) ->
     return nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE
     )
+
+
+FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")  # the decoder's final norm: Llama/Mistral, GPT-2, GPT-NeoX
+
+
+def _final_norm(model) -> nn.Module:
+    """The norm the decoder applies to the last layer's output before the unembedding."""
+    decoder = model.get_decoder()
+    for name in FINAL_NORMS:
+        norm = getattr(decoder, name, None)
+        if isinstance(norm, nn.Module):
+            return norm
+    raise ConfigError(
+        f"layer-causal GD cannot find the final norm of {type(model).__name__} (looked for {list(FINAL_NORMS)}): "
+        "set method.layer_causal=false."
+    )
+
+
+def _detach_input(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook: the layer sees its input hidden states detached (positional, as HF passes them, or keyword)."""
+    if args:
+        return (args[0].detach(), *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": kwargs["hidden_states"].detach()}
+
+
+def per_layer_losses(
+    model, batch: list[tuple[list[int], list[int]]], pad_id: int, detach_inputs: bool = True
+) -> list[torch.Tensor]:
+    """Each decoder layer's answer loss: its output hidden states through the final norm and the unembedding.
+
+    With detach_inputs every layer's input is detached, so layer l's loss reaches only layer l's weights (and the
+    shared norm and unembedding; the input embeddings only where tied to the unembedding). The last layer's loss
+    is `answer_loss`. Only the answer positions are read out, so no (layers, B, T, V) logits are ever held.
+    """
+    device = next(model.parameters()).device
+    ids, mask = _pad([b[0] for b in batch], pad_id, device)
+    labels, _ = _pad([b[1] for b in batch], IGNORE, device)
+    targets = labels[:, 1:]
+    keep = targets != IGNORE  # (B, T-1): positions whose next token is an answer token
+    norm, unembed = _final_norm(model), model.get_output_embeddings()
+    outputs: list[torch.Tensor] = []
+
+    def collect(module: nn.Module, args: tuple, output) -> None:
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+
+    layers = _layers(model)
+    handles = [layer.register_forward_hook(collect) for layer in layers]
+    if detach_inputs:
+        handles += [layer.register_forward_pre_hook(_detach_input, with_kwargs=True) for layer in layers]
+    try:
+        model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    head_device = unembed.weight.device  # layers may sit on other devices under device_map="auto"
+    answers = targets[keep].to(head_device)
+    losses = []
+    for hidden in outputs:
+        h = hidden[:, :-1][keep.to(hidden.device)].to(head_device)  # (answer tokens, hidden)
+        losses.append(nn.functional.cross_entropy(unembed(norm(h)).float(), answers))
+    return losses
+
+
+def layer_causal_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
+    """The layer-causal GD objective: the sum over decoder layers of each layer's own answer loss."""
+    return torch.stack(per_layer_losses(model, batch, pad_id)).sum()
 
 
 def _layers(model) -> nn.ModuleList:
@@ -111,6 +188,22 @@ def mean_demo_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int)
     return float(sum(answer_loss(model, [b], pad_id).item() for b in batch) / len(batch))
 
 
+@torch.no_grad()
+def mean_demo_layer_losses(model, batch: list[tuple[list[int], list[int]]], pad_id: int) -> list[float]:
+    """Mean per-demo loss of each decoder layer (each demo weighted equally), in eval mode."""
+    per_demo = torch.tensor([[x.item() for x in per_layer_losses(model, [b], pad_id)] for b in batch])
+    return per_demo.double().mean(0).tolist()
+
+
+def _evaluate(model, batch, pad_id: int, layer_causal: bool) -> tuple[float, float, list[float]]:
+    """(training objective, answer loss, per-layer losses or []) of the model on the demos, each a per-demo mean."""
+    answer = mean_demo_loss(model, batch, pad_id)
+    if not layer_causal:
+        return answer, answer, []
+    layers = mean_demo_layer_losses(model, batch, pad_id)
+    return math.fsum(layers), answer, layers
+
+
 def train(
     model,
     tokenizer,
@@ -120,7 +213,13 @@ def train(
     seed: int,
     on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train `params` in place on the demos (in their given order when batch_size < n). Caller restores them."""
+    """Train `params` in place on the demos (in their given order when batch_size < n). Caller restores them.
+
+    cfg.layer_causal (default false): train on `layer_causal_loss` instead of `answer_loss`; initial_loss,
+    final_loss and the curve are then that summed objective, and the *_answer_loss fields the ordinary answer loss.
+    """
+    layer_causal = bool(cfg.get("layer_causal", False))
+    objective = layer_causal_loss if layer_causal else answer_loss
     torch.manual_seed(seed)
     pad = tokenizer.pad_token_id
     all_params = list(model.parameters())
@@ -129,16 +228,21 @@ def train(
         p.requires_grad_(False)
     for p in params.values():
         p.requires_grad_(True)
-    result = TrainResult(n_trainable=sum(p.numel() for p in params.values()))
+    result = TrainResult(
+        n_trainable=sum(p.numel() for p in params.values()),
+        loss_kind=LAYER_CAUSAL if layer_causal else ANSWER,
+    )
     opt = make_optimizer(list(params.values()), cfg)
     bs = len(batch) if cfg.batch_size == "all" else int(cfg.batch_size)
     try:
-        result.initial_loss = mean_demo_loss(model, batch, pad)
+        result.initial_loss, result.initial_answer_loss, result.initial_layer_losses = _evaluate(
+            model, batch, pad, layer_causal
+        )
         model.train()
         step = 0
         for epoch in range(int(cfg.epochs)):
             for start in range(0, len(batch), bs):
-                loss = answer_loss(model, batch[start : start + bs], pad)
+                loss = objective(model, batch[start : start + bs], pad)
                 value = loss.item()
                 if not math.isfinite(value) or value > cfg.explode_factor * max(result.initial_loss, 1e-8):
                     raise DivergedError(
@@ -156,7 +260,9 @@ def train(
                     on_step(row)
                 step += 1
         model.eval()
-        result.final_loss = mean_demo_loss(model, batch, pad)
+        result.final_loss, result.final_answer_loss, result.final_layer_losses = _evaluate(
+            model, batch, pad, layer_causal
+        )
         if not math.isfinite(result.final_loss):
             raise DivergedError(
                 f"training ended with a non-finite loss ({result.final_loss}): lower method.lr={cfg.lr}."

@@ -27,6 +27,7 @@ from icl_gd.models import cache
 log = logging.getLogger(__name__)
 
 _CACHE: dict[str, LoadedModel] = {}
+MODELS_KEPT = 2  # models a process keeps loaded (least recently used dropped): the jobs of a sweep share them
 
 # Architectures of the hub ids in conf/model/, so random_init needs neither the network nor the weights.
 # Field values from each repository's config.json.
@@ -118,11 +119,29 @@ def resolve_source(cfg: DictConfig) -> Source:
     return _check_hub(str(cfg.path), cfg)
 
 
+def local_revision(folder: Path, revision: str | None) -> Path:
+    """A local checkpoints folder holds one subfolder per revision (e.g. step1000/, step2000/, each saved by
+    save_pretrained): model.revision picks one. A plain saved folder has no revisions and is used as it is."""
+    if not revision or not folder.is_dir():
+        return folder
+    if (folder / revision).is_dir():
+        return folder / revision
+    revisions = sorted(p.name for p in folder.iterdir() if (p / "config.json").exists())
+    if revisions:
+        raise ModelNotFoundError(
+            f"model.revision={revision} is not a checkpoint in {folder} (revisions there: {revisions}): "
+            "set model.revision to one of them."
+        )
+    log.info("model.path=%s is a single local checkpoint: model.revision=%s is ignored", folder, revision)
+    return folder
+
+
 def _check_local(folder: Path, cfg: DictConfig) -> Source:
     if not folder.exists():
         raise ModelNotFoundError(
             f"model.path={folder} does not exist: point model.path at the folder with the weights."
         )
+    folder = local_revision(folder, cfg.get("revision"))
     if cfg.gguf_file:
         if not (folder / cfg.gguf_file).exists():
             found = sorted(f.name for f in folder.glob("*.gguf"))
@@ -328,7 +347,10 @@ def load_model(cfg: DictConfig) -> LoadedModel:
     """The model and tokenizer of a model config, from the per-process cache when already loaded."""
     key = _key(cfg)
     if key in _CACHE:
+        _CACHE[key] = _CACHE.pop(key)  # most recently used last
         return _CACHE[key]
+    while len(_CACHE) >= MODELS_KEPT:  # a sweep over checkpoints must not hold every one of them
+        _CACHE.pop(next(iter(_CACHE)))
     src = resolve_source(cfg)
     dtype = torch_dtype(cfg.dtype)
     if cfg.random_init:
