@@ -48,9 +48,10 @@ format: install  ## ruff fix and format
 bench: install  ## Benchmarks (ratios against the naive way) into benchmarks/results.json
 	$(PY) -m benchmarks.run
 
-report: install  ## Rebuild the comparison of a sweep folder: make report SWEEP=outputs/multirun/<date>/<time>
+report: install  ## Comparison + report.md and figures of a sweep folder: make report SWEEP=outputs/multirun/<date>/<time>
 	@test -n "$(SWEEP)" || { echo "usage: make report SWEEP=<sweep folder>"; exit 2; }
 	$(PY) -m icl_gd.compare $(SWEEP)
+	$(PY) -m icl_gd.report $(SWEEP)
 
 clean:  ## Remove caches (keeps outputs/ and .venv)
 	rm -rf .pytest_cache .ruff_cache

@@ -86,14 +86,17 @@ class CompareOnMultirunEnd(Callback):
             raise SystemExit(f"{type(e).__name__}: {e}") from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Compare the sweep's jobs, then write its report; a failure of either is logged, never raised."""
         from icl_gd.compare import compare_sweep  # noqa: PLC0415
+        from icl_gd.report import build_report  # noqa: PLC0415
 
-        try:
-            compare_sweep(config.hydra.sweep.dir, logger_cfg=config.get("logger"))
-        except Exception as e:  # the jobs' own files are the record; a failed comparison can be rerun
-            log.error(
-                "comparison of %s failed: %s (rerun: python -m icl_gd.compare %s)",
-                config.hydra.sweep.dir,
-                e,
-                config.hydra.sweep.dir,
-            )
+        sweep = config.hydra.sweep.dir
+        for what, step, rerun in (
+            ("comparison", compare_sweep, "python -m icl_gd.compare"),
+            ("report", build_report, "make report SWEEP="),
+        ):
+            try:
+                step(sweep, logger_cfg=config.get("logger"))
+            except Exception as e:  # the jobs' own files are the record; both steps can be rerun from them
+                sep = "" if rerun.endswith("=") else " "
+                log.error("%s of %s failed: %s (rerun: %s%s%s)", what, sweep, e, rerun, sep, sweep)

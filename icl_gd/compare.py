@@ -68,10 +68,12 @@ def _fmt(v: Any) -> str:
 
 
 def method_label(method: dict[str, Any], varying: list[str]) -> str:
-    """`tag` when set, else the name plus the `varying` keys: "gd", "gd(lr=0.001)", "gd(batch_size=all)"."""
+    """`tag` when set, else the name plus the `varying` keys that are set: "gd", "gd(lr=0.001)", "gd(batch_size=all)"."""
     if method.get("tag"):
         return str(method["tag"])
-    shown = [f"{k}={_fmt(method.get(k))}" for k in varying if k not in ("name", "tag")]
+    shown = [
+        f"{k}={_fmt(method[k])}" for k in varying if k not in ("name", "tag") and method.get(k) is not None
+    ]
     return f"{method['name']}({','.join(shown)})" if shown else str(method["name"])
 
 

@@ -8,7 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from icl_gd.compare import ORDER_PAIR, Job, compare_sweep, find_pairs, pair_metrics
+from icl_gd.compare import (
+    ORDER_PAIR,
+    Job,
+    compare_sweep,
+    find_pairs,
+    label_jobs,
+    method_label,
+    model_label,
+    pair_metrics,
+)
 from icl_gd.runner import run
 
 
@@ -84,6 +93,44 @@ def test_pairs_differ_only_in_method_or_only_in_order(tmp_path: Path) -> None:
         ("gd_vs_zeroshot", "gd", "zeroshot", None, None),
         (ORDER_PAIR, "icl", "icl", None, 1),
     }
+
+
+def test_method_variants_get_labels_from_what_varies(tmp_path: Path) -> None:
+    """An lr grid, a layer choice and a tag each give the variant its own label and its own pair with ICL."""
+    gd = {"name": "gd", "lr": 1e-4, "params": "all", "layer": None}
+    jobs = label_jobs(
+        [
+            job(tmp_path, "icl"),
+            Job(tmp_path / "a", {**job(tmp_path, "gd").config, "method": {**gd, "lr": 1e-3}}),
+            Job(tmp_path / "b", {**job(tmp_path, "gd").config, "method": gd}),
+            Job(
+                tmp_path / "c",
+                {**job(tmp_path, "gd").config, "method": {**gd, "params": "layer_v", "layer": 15}},
+            ),
+            Job(tmp_path / "d", {**job(tmp_path, "gd").config, "method": {**gd, "tag": "mine"}}),
+        ]
+    )
+    assert [j.method_label for j in jobs] == [
+        "icl",
+        "gd(lr=0.001,params=all)",
+        "gd(lr=0.0001,params=all)",
+        "gd(layer=15,lr=0.0001,params=layer_v)",
+        "mine",
+    ]
+    types = sorted(t for t, _, _ in find_pairs(jobs) if t.startswith("icl_vs"))
+    assert types == [
+        "icl_vs_gd(layer=15,lr=0.0001,params=layer_v)",
+        "icl_vs_gd(lr=0.0001,params=all)",
+        "icl_vs_gd(lr=0.001,params=all)",
+        "icl_vs_mine",
+    ]
+    assert method_label({"name": "gd", "lr": 1e-3}, []) == "gd"  # nothing varies: the bare name
+
+
+def test_model_labels_show_revisions_only_when_they_vary_and_mark_untrained() -> None:
+    assert model_label({"name": "p", "revision": "step1"}, False) == "p"
+    assert model_label({"name": "p", "revision": "step1"}, True) == "p@step1"
+    assert model_label({"name": "p", "random_init": True}, False) == "p (untrained)"
 
 
 def test_compare_sweep_on_real_job_folders(smoke, tmp_path: Path) -> None:

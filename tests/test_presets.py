@@ -1,0 +1,82 @@
+"""Paper presets (conf/experiment/): each composes, expands to the jobs it promises, and every job validates."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hydra import compose, initialize
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from hydra_plugins.icl_gd_sweeper.grids_sweeper import expand
+from icl_gd.config import validate
+
+# preset -> (jobs, jobs per method name); validated job by job below
+PRESETS = {
+    "shen_main": (224, {"icl": 32, "gd": 192}),
+    "order_sensitivity": (30, {"icl": 10, "gd": 20}),
+    "dai": (15, {"gd": 5, "icl": 10}),
+    "untrained_control": (30, {"gd": 10, "icl": 20}),
+    "layer_causal_gd": (8, {"gd": 4, "icl": 4}),
+    "sparsity": (4, {"gd": 4}),
+    "weight_evolution": (30, {"icl": 20, "gd": 10}),
+}
+
+
+def compose_preset(name: str, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize(version_base="1.3", config_path="../conf"):
+        return compose(
+            config_name="config", overrides=[f"experiment={name}", *overrides], return_hydra_config=True
+        )
+
+
+def jobs_of(name: str, cli: list[str] | None = None) -> list[list[str]]:
+    cfg = compose_preset(name, ["output_dir=/tmp/x"])
+    sweeper = cfg.hydra.sweeper
+    return expand(sweeper.get("params"), sweeper.get("grids"), [f"experiment={name}", *(cli or [])])
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_expands_to_its_jobs_and_each_validates(name: str) -> None:
+    jobs = jobs_of(name)
+    total, per_method = PRESETS[name]
+    assert len(jobs) == total
+    methods = Counter()
+    for overrides in jobs:
+        cfg = compose_preset(name, [*overrides[1:], "output_dir=/tmp/x"])  # [0] is experiment=<name>
+        OmegaConf.set_struct(cfg, False)
+        cfg.pop("hydra")
+        validate(cfg)  # a bad combination (e.g. analysis.dai on ICL) fails here, not an hour into the sweep
+        methods[cfg.method.name] += 1
+    assert dict(methods) == per_method
+
+
+def test_icl_never_repeats_per_learning_rate() -> None:
+    icl = [j for j in jobs_of("shen_main") if "method=icl" in j]
+    assert not any(o.startswith("method.lr") for j in icl for o in j)
+    assert len({tuple(j) for j in icl}) == len(icl) == 4 * 4 * 2
+
+
+def test_the_command_line_narrows_every_grid() -> None:
+    jobs = jobs_of("shen_main", ["dataset=sst2", "demos=8"])
+    assert len(jobs) == 2 + 4 + 8
+    assert all("dataset=sst2" in j and "demos=8" in j for j in jobs)
+
+
+def test_presets_set_what_the_papers_set() -> None:
+    dai = compose_preset("dai", ["output_dir=/tmp/x", "method=gd"]).hydra.sweeper.grids.dai
+    assert (
+        dai["method.params"],
+        dai["method.optimizer"],
+        dai["method.epochs"],
+        dai["method.batch_size"],
+    ) == (
+        "attn_kv",
+        "sgd",
+        1,
+        1,
+    )
+    untrained = compose_preset("untrained_control", ["output_dir=/tmp/x"]).hydra.sweeper.params
+    assert untrained["model.random_init"] == "false,true" and untrained["dataset"] == "sst2,sst5,mr,agnews,cb"
