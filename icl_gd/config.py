@@ -203,6 +203,14 @@ def validate_lm(cfg: DictConfig) -> None:
             f"dataset.label_words is empty for dataset={dataset.name}: give a map from each raw label to the word "
             "the model should say, e.g. dataset.label_words='{0: negative, 1: positive}'."
         )
+    raw_words = cfg.dataset.get("label_words") or {}
+    not_text = {k: v for k, v in raw_words.items() if not isinstance(v, str)}
+    if not_text:
+        k, v = next(iter(not_text.items()))
+        raise ConfigError(
+            f"dataset.label_words maps label {k!r} to {v!r}, a YAML {type(v).__name__}, not a word: quote it "
+            f"({k!r}: \"{str(v).lower() if isinstance(v, bool) else v}\") so the model is scored on that text."
+        )
     if dataset.label_words:
         words = [str(w) for w in dataset.label_words.values()]
         empty = [k for k, w in dataset.label_words.items() if not str(w).strip()]

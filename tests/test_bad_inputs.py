@@ -231,6 +231,12 @@ CASES = [
         ModelNotFoundError,
         ["model.revision=step5", "revisions there: ['step0']"],
     ),
+    (
+        "label_word_yaml_boolean",
+        ["dataset=cb", "dataset.label_words.entailment=true"],
+        ConfigError,
+        ["maps label 'entailment' to True", "quote it ('entailment': \"true\")"],
+    ),
 ]
 
 

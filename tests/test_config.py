@@ -36,6 +36,8 @@ def test_every_dataset_composes_and_validates(dataset: str) -> None:
     validate(cfg)
     assert cfg.dataset.name == dataset
     assert "{label}" in cfg.dataset.template
+    # label words are text: an unquoted YAML true/false would be a bool (cb and rte once had that)
+    assert all(isinstance(w, str) and w.strip() for w in (cfg.dataset.label_words or {}).values())
 
 
 @pytest.mark.parametrize("method", lm_options("method"))
