@@ -88,7 +88,7 @@ class CompareOnMultirunEnd(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Compare the sweep's jobs, then write its report; a failure of either is logged, never raised."""
         from icl_gd.compare import compare_sweep  # noqa: PLC0415
-        from icl_gd.report import build_report  # noqa: PLC0415
+        from icl_gd.report import EmptySweepError, build_report  # noqa: PLC0415
 
         sweep = config.hydra.sweep.dir
         for what, step, rerun in (
@@ -97,6 +97,8 @@ class CompareOnMultirunEnd(Callback):
         ):
             try:
                 step(sweep, logger_cfg=config.get("logger"))
+            except EmptySweepError as e:  # e.g. a regression-lab sweep: its jobs write their own figures
+                log.info("no %s for %s: %s", what, sweep, e)
             except Exception as e:  # the jobs' own files are the record; both steps can be rerun from them
                 sep = "" if rerun.endswith("=") else " "
                 log.error("%s of %s failed: %s (rerun: %s%s%s)", what, sweep, e, rerun, sep, sweep)

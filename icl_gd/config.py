@@ -209,7 +209,7 @@ def validate_lm(cfg: DictConfig) -> None:
         k, v = next(iter(not_text.items()))
         raise ConfigError(
             f"dataset.label_words maps label {k!r} to {v!r}, a YAML {type(v).__name__}, not a word: quote it "
-            f"({k!r}: \"{str(v).lower() if isinstance(v, bool) else v}\") so the model is scored on that text."
+            f'({k!r}: "{str(v).lower() if isinstance(v, bool) else v}") so the model is scored on that text.'
         )
     if dataset.label_words:
         words = [str(w) for w in dataset.label_words.values()]

@@ -36,7 +36,8 @@ UNIT_RANGE = (-0.02, 1.02)  # y limits of a quantity in [0, 1], with a margin fo
 BIG_CYCLE = "tab20"  # colours when there are more lines than the default cycle has
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write (PNG at DPI) and close a figure; returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -127,7 +128,7 @@ def accuracy_vs_demos(acc: pd.DataFrame, path: Path) -> Path:
         ax.set_ylim(*UNIT_RANGE)
         ax.set_title(ds, fontsize=TITLE_SIZE)
         _legend(ax)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str, str]) -> Path:
@@ -151,7 +152,7 @@ def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str
             ax.set_ylim(*UNIT_RANGE)
             ax.set_title(ds, fontsize=TITLE_SIZE)
             _legend(ax)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def layer_curves(layers: pd.DataFrame, path: Path, row_labels: Mapping[str, str]) -> Path:
@@ -178,7 +179,7 @@ def layer_curves(layers: pd.DataFrame, path: Path, row_labels: Mapping[str, str]
             ax.set_ylabel(row_labels[row])
             ax.set_title(f"{ds}: {row}", fontsize=TITLE_SIZE)
             _legend(ax)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def order_sensitivity(orders: pd.DataFrame, path: Path) -> Path:
@@ -195,7 +196,7 @@ def order_sensitivity(orders: pd.DataFrame, path: Path) -> Path:
         ax.set_xticks(range(1, len(groups) + 1), groups, rotation=BOX_LABEL_ROTATION, ha="right")
         ax.set_ylabel("std across orders (probability)")
         ax.set_title(f"{ds} (one point per query)", fontsize=TITLE_SIZE)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path, xlabel: str) -> Path:
@@ -220,7 +221,7 @@ def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path, xlabel: s
         ax.set_ylim(*UNIT_RANGE)
         ax.set_title(ds, fontsize=TITLE_SIZE)
         _legend(ax, outside=True)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def weight_evolution(evo: pd.DataFrame, path: Path, metric_labels: Mapping[str, str]) -> Path:
@@ -246,4 +247,4 @@ def weight_evolution(evo: pd.DataFrame, path: Path, metric_labels: Mapping[str, 
             ax.set_ylabel(metric_labels[metric])
             ax.set_title(ds, fontsize=TITLE_SIZE)
             _legend(ax)
-    return _save(fig, path)
+    return save(fig, path)

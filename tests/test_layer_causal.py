@@ -95,8 +95,8 @@ def test_last_layer_loss_is_the_answer_loss(lm, batch) -> None:
 
 def test_no_gradient_reaches_a_layer_from_the_layers_above(lm, batch) -> None:
     model, pad = lm.model, lm.tokenizer.pad_token_id
-    hooks = [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in finetune._layers(model)]
-    layer0 = list(finetune._layers(model)[0].parameters())
+    hooks = [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in finetune.decoder_layers(model)]
+    layer0 = list(finetune.decoder_layers(model)[0].parameters())
     embed = model.get_input_embeddings().weight
     with trainable(model):
         losses = finetune.per_layer_losses(model, batch, pad)
@@ -110,7 +110,7 @@ def test_no_gradient_reaches_a_layer_from_the_layers_above(lm, batch) -> None:
         attached = finetune.per_layer_losses(model, batch, pad, detach_inputs=False)
         grads = torch.autograd.grad(attached[1], layer0, allow_unused=True)
         assert all(g is not None and torch.count_nonzero(g) > 0 for g in grads)
-    after = [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in finetune._layers(model)]
+    after = [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in finetune.decoder_layers(model)]
     assert after == hooks  # ours are removed (transformers keeps its own output-capturing hooks)
 
 

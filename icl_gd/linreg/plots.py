@@ -14,21 +14,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from icl_gd.plots import save  # noqa: E402 -- one figure writer (layout, PNG, close) for every report
+
 MAIN_STYLE = {"marker": "o", "linestyle": "-", "linewidth": 1.5, "markersize": 5}
 BASELINE_STYLE = {"linestyle": ":", "linewidth": 1.0, "markersize": 4, "alpha": 0.8}
 BASELINE_MARKERS = ("s", "^", "v", "x", "D", "P")
 THEORY_STYLE = {"linestyle": "--", "linewidth": 1.2}
 BAND_ALPHA = 0.2
 FIGSIZE = (6.4, 4.4)
-DPI = 120
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
 
 
 def risk_vs_axis(
@@ -69,7 +62,7 @@ def risk_vs_axis(
     ax.set_ylabel("query risk E(y_hat - y)^2")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def prefix_curves(curves: pd.DataFrame, theory: pd.DataFrame, path: Path, panels: int) -> Path:
@@ -95,7 +88,7 @@ def prefix_curves(curves: pd.DataFrame, theory: pd.DataFrame, path: Path, panels
         ax.set_title(name.lstrip("@"), fontsize=9)
     axes[0][0].set_ylabel("risk")
     axes[0][0].legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def evolution(evo: pd.DataFrame, path: Path) -> Path:
@@ -116,7 +109,7 @@ def evolution(evo: pd.DataFrame, path: Path) -> Path:
         ax.set_xlabel("training step")
         ax.set_title(metric, fontsize=9)
     axes[0][0].legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def sparsity(sp: pd.DataFrame, path: Path) -> Path:
@@ -133,4 +126,4 @@ def sparsity(sp: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("fraction of entries below")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)

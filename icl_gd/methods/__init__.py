@@ -108,7 +108,7 @@ def answer_queries(
         return finetune.build_batch(lm.tokenizer, [p for p, _ in fmt], [a for _, a in fmt], add_bos)
 
     if method.get("layer") == "middle":
-        method = OmegaConf.merge(method, {"layer": len(finetune._layers(lm.model)) // 2})
+        method = OmegaConf.merge(method, {"layer": len(finetune.decoder_layers(lm.model)) // 2})
     batch = to_batch(demos)
     before = (collect(lm.model, False), collect(lm.model, True)) if analysis.get("dai") else None
     lr_search: list[dict[str, float]] = []

@@ -108,7 +108,7 @@ def per_layer_losses(
     def collect(module: nn.Module, args: tuple, output) -> None:
         outputs.append(output[0] if isinstance(output, tuple) else output)
 
-    layers = _layers(model)
+    layers = decoder_layers(model)
     handles = [layer.register_forward_hook(collect) for layer in layers]
     if detach_inputs:
         handles += [layer.register_forward_pre_hook(_detach_input, with_kwargs=True) for layer in layers]
@@ -131,12 +131,14 @@ def layer_causal_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: i
     return torch.stack(per_layer_losses(model, batch, pad_id)).sum()
 
 
-def _layers(model) -> nn.ModuleList:
-    decoder = model.get_decoder()
-    layers = getattr(decoder, "layers", None) or getattr(decoder, "h", None)
-    if layers is None:
-        raise ConfigError(f"cannot find the decoder layers of {type(model).__name__}: use method.params=all.")
-    return layers
+def decoder_layers(model) -> nn.ModuleList:
+    """The decoder layers (Llama, GPT-2, GPT-NeoX, or a peft model around one), or a ConfigError saying what to use."""
+    from icl_gd.analysis.hooks import decoder_layers as find  # noqa: PLC0415
+
+    try:
+        return find(model)
+    except ValueError as e:
+        raise ConfigError(f"{e} Use method.params=all.") from None
 
 
 def select_parameters(model, cfg: DictConfig) -> dict[str, nn.Parameter]:
@@ -147,7 +149,7 @@ def select_parameters(model, cfg: DictConfig) -> dict[str, nn.Parameter]:
     if cfg.params == "attn_kv":
         chosen = {n: p for n, p in named.items() if ".k_proj." in n or ".v_proj." in n}
     else:  # layer_v
-        layers = _layers(model)
+        layers = decoder_layers(model)
         if not -len(layers) <= cfg.layer < len(layers):
             raise ConfigError(
                 f"method.layer={cfg.layer} is out of range for a {len(layers)}-layer model: use 0..{len(layers) - 1}."
