@@ -233,6 +233,10 @@ def interval(mean: float, lo: float, hi: float) -> tuple[float, float]:
     return (mean, mean) if math.isnan(lo) or math.isnan(hi) else (lo, hi)
 
 
+MIN_ORDER_DEMOS = 2  # fewer demonstrations have a single order, so the ICL-order floor is trivially perfect
+ONE_ORDER = "n/a (one order)"
+
+
 def verdict(pair: tuple[float, float], floor: tuple[float, float]) -> str:
     """Does a method pair agree as well as ICL with itself in another order? Compares the two 95% intervals."""
     if any(math.isnan(v) for v in (*pair, *floor)):
@@ -286,6 +290,7 @@ def headline_table(queries: pd.DataFrame) -> pd.DataFrame:
         )
 
     table["verdict"] = table.apply(row_verdict, axis=1) if len(table) else pd.Series(dtype=str)
+    table.loc[table["demos"] < MIN_ORDER_DEMOS, "verdict"] = ONE_ORDER  # one demo has no other order: no floor
     return table
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from icl_gd.config import resolve_data_dir
-from icl_gd.data import Template, load_splits, order_demos, sample_demos, sample_queries
+from icl_gd.data import Example, Template, load_splits, order_demos, sample_demos, sample_queries
 from icl_gd.data.prompts import build_prompt
 from icl_gd.errors import ConfigError, DataError
 from tests.conftest import DATA, compose_config
@@ -163,3 +163,11 @@ def test_too_many_demos_or_queries_fail_with_the_pool_size() -> None:
         sample_demos(s.pool, 500, 0, "country_capital")
     with pytest.raises(ConfigError, match="eval.n_queries=1000 exceeds the 98 test examples"):
         sample_queries(s.test, 1000, 0, "country_capital")
+
+
+def test_another_order_is_never_the_sampled_order() -> None:
+    """The ICL-vs-ICL floor compares two orders: an order_seed never gives back the identity (n >= 2)."""
+    two = [Example("a", {}, "x", "x"), Example("b", {}, "y", "y")]
+    for seed in range(20):
+        assert order_demos(two, seed) == two[::-1]
+    assert order_demos(two[:1], 5) == two[:1]  # one demo has one order

@@ -54,14 +54,16 @@ def query_rows(
 
 
 def headline_queries() -> pd.DataFrame:
-    """demos=1: GD far below the floor; demos=2: GD within it; demos=4: no floor."""
+    """demos=2: GD far below the floor; demos=4: GD within it; demos=8: no floor; demos=1: a single order."""
     return pd.concat(
         [
+            query_rows("icl_vs_gd", [0.1, 0.2, 0.1, 0.2], [0.5, 0.6, 0.5, 0.6], demos=2),
+            query_rows(ORDER_PAIR, [0.9, 1.0, 0.9, 1.0], [0.9, 1.0, 0.9, 1.0], demos=2),
+            query_rows("icl_vs_gd", [0.6, 0.9, 0.7, 0.8], [0.7, 0.9, 0.8, 0.8], demos=4),
+            query_rows(ORDER_PAIR, [0.7, 1.0, 0.8, 0.9], [0.8, 1.0, 0.8, 0.9], demos=4),
+            query_rows("icl_vs_gd", [0.1, 0.2, 0.1, 0.2], [0.5, 0.6, 0.5, 0.6], demos=8),
             query_rows("icl_vs_gd", [0.1, 0.2, 0.1, 0.2], [0.5, 0.6, 0.5, 0.6], demos=1),
-            query_rows(ORDER_PAIR, [0.9, 1.0, 0.9, 1.0], [0.9, 1.0, 0.9, 1.0], demos=1),
-            query_rows("icl_vs_gd", [0.6, 0.9, 0.7, 0.8], [0.7, 0.9, 0.8, 0.8], demos=2),
-            query_rows(ORDER_PAIR, [0.7, 1.0, 0.8, 0.9], [0.8, 1.0, 0.8, 0.9], demos=2),
-            query_rows("icl_vs_gd", [0.1, 0.2, 0.1, 0.2], [0.5, 0.6, 0.5, 0.6], demos=4),
+            query_rows(ORDER_PAIR, [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0], demos=1),
         ],
         ignore_index=True,
     )
@@ -186,16 +188,17 @@ def test_combine_verdicts_below_on_any_metric_wins() -> None:
 
 def test_headline_table_judges_each_pair_against_its_floor() -> None:
     table = report.headline_table(headline_queries()).set_index("demos")
-    assert list(table.index) == [1, 2, 4]
+    assert list(table.index) == [1, 2, 4, 8]
     assert set(table["pair_type"]) == {"icl_vs_gd"}  # the order pair is the floor, not a row
-    assert table.loc[1, "verdict"] == BELOW
-    assert table.loc[2, "verdict"] == WITHIN
-    assert table.loc[4, "verdict"] == NA
-    assert table.loc[1, "overlap@k"] == pytest.approx(0.15)
-    assert table.loc[1, "floor_overlap@k"] == pytest.approx(0.95)
-    assert table.loc[1, "overlap@k_hi"] < table.loc[1, "floor_overlap@k_lo"]
-    assert table.loc[1, "accuracy_a"] == 1.0 and table.loc[1, "accuracy_b"] == 0.0
-    assert table.loc[1, "n"] == 4
+    assert table.loc[1, "verdict"] == report.ONE_ORDER  # one demo: the "floor" compares an order with itself
+    assert table.loc[2, "verdict"] == BELOW
+    assert table.loc[4, "verdict"] == WITHIN
+    assert table.loc[8, "verdict"] == NA
+    assert table.loc[2, "overlap@k"] == pytest.approx(0.15)
+    assert table.loc[2, "floor_overlap@k"] == pytest.approx(0.95)
+    assert table.loc[2, "overlap@k_hi"] < table.loc[2, "floor_overlap@k_lo"]
+    assert table.loc[2, "accuracy_a"] == 1.0 and table.loc[2, "accuracy_b"] == 0.0
+    assert table.loc[2, "n"] == 4
     md = report.headline_md(table.reset_index(), "10")
     assert "GD ≈ ICL?" in md and "overlap@10" in md and md.count(BELOW) == 1
 

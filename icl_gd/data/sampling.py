@@ -58,10 +58,16 @@ def sample_demos(
 
 
 def order_demos(demos: list[Example], order_seed: int | None) -> list[Example]:
-    """The same demos in another order: None keeps the sampled order, an int applies that seeded permutation."""
+    """The same demos in another order: None keeps the sampled order, an int applies that seeded permutation
+    (never the identity when there are two or more demos, so the ICL-vs-ICL floor always compares two orders)."""
     if order_seed is None:
         return list(demos)
-    return [demos[i] for i in _perm(len(demos), "order", order_seed)]
+    n = len(demos)
+    perm, draw = _perm(n, "order", order_seed), 0
+    while n > 1 and perm == list(range(n)):  # the floor needs another order: redraw (seeded) until it differs
+        draw += 1
+        perm = _perm(n, "order", order_seed, draw)
+    return [demos[i] for i in perm]
 
 
 def sample_heldout(
