@@ -290,7 +290,9 @@ def headline_table(queries: pd.DataFrame) -> pd.DataFrame:
         )
 
     table["verdict"] = table.apply(row_verdict, axis=1) if len(table) else pd.Series(dtype=str)
-    table.loc[table["demos"] < MIN_ORDER_DEMOS, "verdict"] = ONE_ORDER  # one demo has no other order: no floor
+    table.loc[table["demos"] < MIN_ORDER_DEMOS, "verdict"] = (
+        ONE_ORDER  # one demo has no other order: no floor
+    )
     return table
 
 

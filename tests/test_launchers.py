@@ -132,7 +132,11 @@ def test_slurm_a100_reaches_sbatch_as_partition_time_gpus_cpus_mem(
         ("submitit_slurm", "submitit", ["hydra-submitit-launcher", "missing: submitit", "'.[slurm]'"]),
         ("slurm_a100", "hydra_plugins.hydra_submitit_launcher", ["hydra/launcher=slurm_a100", "'.[slurm]'"]),
         ("ray", "hydra_plugins.hydra_ray_launcher", ["hydra-ray-launcher", "pip install -e '.[ray]'"]),
-        ("ray", "ray", ["ray)", "'.[ray]'"]),  # "(missing: ray)", or "(missing: <plugin>, ray)" without the plugin
+        (
+            "ray",
+            "ray",
+            ["ray)", "'.[ray]'"],
+        ),  # "(missing: ray)", or "(missing: <plugin>, ray)" without the plugin
     ],
 )
 def test_a_missing_plugin_names_the_package_and_the_install_command(
