@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -11,6 +14,7 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.icl_gd_sweeper.grids_sweeper import expand
 from icl_gd.config import validate
+from tests.conftest import ROOT, subprocess_env
 
 # preset -> (jobs, jobs per method name); validated job by job below
 PRESETS = {
@@ -80,3 +84,49 @@ def test_presets_set_what_the_papers_set() -> None:
     )
     untrained = compose_preset("untrained_control", ["output_dir=/tmp/x"]).hydra.sweeper.params
     assert untrained["model.random_init"] == "false,true" and untrained["dataset"] == "sst2,sst5,mr,agnews,cb"
+
+
+# each preset narrowed to a few jobs on the tiny model: the sweeper, the analyses, the comparison and the report
+SMOKE_RUNS = {
+    "shen_main": ["dataset=sst2", "demos=2"],
+    "order_sensitivity": ["order_seed=0,1,2"],
+    "dai": ["dataset=sst2"],
+    "untrained_control": ["dataset=sst2"],  # model.random_init=false loads the real SmolLM2 weights
+    "layer_causal_gd": ["dataset=sst2"],
+    "sparsity": ["dataset=sst2"],
+    "weight_evolution": ["dataset=sst2", "model.revision=step1000"],  # tiny_random: the revision is moot here
+}
+FIGURES = {
+    "shen_main": {"agreement_vs_demos.png", "accuracy_vs_demos.png"},
+    "order_sensitivity": {"order_sensitivity.png"},
+    "dai": {"simaou_layers.png"},
+    "untrained_control": {"simaou_layers.png"},
+    "layer_causal_gd": {"simaou_layers.png"},
+    "sparsity": {"sparsity.png"},
+    "weight_evolution": {"agreement_vs_demos.png"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMOKE_RUNS))
+def test_preset_runs_end_to_end_on_the_tiny_model(name: str, tmp_path) -> None:
+    sweep = tmp_path / name
+    cmd = [
+        sys.executable,
+        "run.py",
+        "-m",
+        f"experiment={name}",
+        "debug=smoke",
+        "logger=none",
+        *SMOKE_RUNS[name],
+    ]
+    proc = subprocess.run(
+        [*cmd, f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    statuses = [json.loads(p.read_text())["status"] for p in sweep.glob("*/status.json")]
+    assert statuses and set(statuses) == {"done"}
+    assert len(statuses) == len(jobs_of(name, SMOKE_RUNS[name]))
+    assert (sweep / "report.md").exists()
+    for fig in FIGURES[name]:
+        assert (sweep / "figures" / fig).stat().st_size > 0

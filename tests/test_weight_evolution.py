@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +15,7 @@ from icl_gd.errors import ModelNotFoundError
 from icl_gd.models import load_model
 from icl_gd.models.loading import clear_cache, local_revision
 from icl_gd.runner import run
-from tests.conftest import compose_config
+from tests.conftest import ROOT, compose_config, subprocess_env
 
 STEPS = (0, 30)
 TEXT = "word: walk\npast: walked\n\nword: jump\npast: jumped\n\nword: sing\npast: sang"
@@ -99,3 +101,34 @@ def test_a_sweep_over_revisions_compares_icl_and_gd_per_checkpoint(checkpoints: 
     # the checkpoint matters: the trained one puts more probability on the pairs it was trained on
     acc = q.groupby("model")["overlap@k"].mean()
     assert len(acc) == 2
+
+
+@pytest.mark.slow
+def test_the_weight_evolution_preset_on_local_checkpoints(checkpoints: Path, tmp_path: Path) -> None:
+    """experiment=weight_evolution with model.path at a checkpoints folder: one ICL/GD comparison per revision."""
+    sweep = tmp_path / "evolution"
+    overrides = [*ckpt_overrides(checkpoints), "model.revision=step0,step30", "dataset=present_past"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "-m",
+            "experiment=weight_evolution",
+            *overrides,
+            "eval.n_queries=4",
+            "demos=2",
+            "logger=none",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # a path in the overrides nests the job folders (Hydra keeps the "/" of model.path=...): search below
+    assert len(list(sweep.rglob("status.json"))) == 2 * 3  # per revision: ICL, ICL in another order, GD
+    q = pd.read_parquet(sweep / "comparison_queries.parquet")
+    assert set(q.model) == {"tiny_random@step0", "tiny_random@step30"}
+    assert (sweep / "figures" / "weight_evolution.png").stat().st_size > 0
+    assert "Weight evolution" in (sweep / "report.md").read_text()
