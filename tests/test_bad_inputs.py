@@ -237,6 +237,12 @@ CASES = [
         ConfigError,
         ["maps label 'entailment' to True", "quote it ('entailment': \"true\")"],
     ),
+    (
+        "dataset_path_is_a_folder",
+        ["dataset=sst2", "dataset.path=classification/sst2", "dataset.test_path=null"],
+        DataError,
+        ["is a folder, not a data file", "dev.jsonl", "point dataset.path"],
+    ),
 ]
 
 

@@ -49,6 +49,12 @@ def _missing(path: Path, data_dir: Path, ds: DictConfig) -> DataError:
 
 
 def _read_text(path: Path) -> str:
+    if path.is_dir():
+        files = sorted(p.name for p in path.iterdir() if p.suffix in (".jsonl", ".json"))
+        raise DataError(
+            f"{path} is a folder, not a data file: point dataset.path (or dataset.test_path) at a .jsonl or .json "
+            f"file in it ({', '.join(files) or 'it holds none'})."
+        )
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
