@@ -37,9 +37,12 @@ def compose_preset(name: str, overrides: list[str]):
 
 
 def jobs_of(name: str, cli: list[str] | None = None) -> list[list[str]]:
-    cfg = compose_preset(name, ["output_dir=/tmp/x"])
+    """The jobs `run.py -m experiment=<name> <cli>` runs: hydra.* overrides change the sweep, the rest are jobs'."""
+    sweep_cfg = [o for o in cli or [] if o.startswith("hydra.")]
+    cfg = compose_preset(name, ["output_dir=/tmp/x", *sweep_cfg])
     sweeper = cfg.hydra.sweeper
-    return expand(sweeper.get("params"), sweeper.get("grids"), [f"experiment={name}", *(cli or [])])
+    job_cli = [o for o in cli or [] if o not in sweep_cfg]
+    return expand(sweeper.get("params"), sweeper.get("grids"), [f"experiment={name}", *job_cli])
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -88,10 +91,15 @@ def test_presets_set_what_the_papers_set() -> None:
 
 # each preset narrowed to a few jobs on the tiny model: the sweeper, the analyses, the comparison and the report
 SMOKE_RUNS = {
-    "shen_main": ["dataset=sst2", "demos=2"],
-    "order_sensitivity": ["order_seed=0,1,2"],
+    "shen_main": [  # one lr per GD grid: ICL twice, GD on all parameters, GD on the middle layer's v_proj
+        "dataset=sst2",
+        "demos=2",
+        'hydra.sweeper.grids.gd_all={method: gd, method.lr: "1e-3"}',
+        'hydra.sweeper.grids.gd_layer_v={method: gd, method.params: layer_v, method.layer: middle, method.lr: "1e-3"}',
+    ],
+    "order_sensitivity": ["order_seed=0,1"],
     "dai": ["dataset=sst2"],
-    "untrained_control": ["dataset=sst2"],  # model.random_init=false loads the real SmolLM2 weights
+    "untrained_control": ["dataset=sst2", "model.random_init=true"],  # false would load the real SmolLM2
     "layer_causal_gd": ["dataset=sst2"],
     "sparsity": ["dataset=sst2"],
     "weight_evolution": ["dataset=sst2", "model.revision=step1000"],  # tiny_random: the revision is moot here
