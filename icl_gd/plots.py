@@ -202,25 +202,29 @@ def order_sensitivity(orders: pd.DataFrame, path: Path) -> Path:
 def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path, xlabel: str) -> Path:
     """Fraction of weight-update entries below each threshold, per matrix type; the construction's dashed.
 
-    gd: columns [dataset, line, threshold, fraction]; construction: columns [line, threshold, fraction]
-    (drawn on every panel; may have no rows); xlabel: what the threshold applies to.
+    gd: columns [dataset, method, line, threshold, fraction] (one row of panels per method, one column per
+    dataset); construction: columns [line, threshold, fraction] (drawn on every panel; may have no rows);
+    xlabel: what the threshold applies to.
     """
     datasets = _datasets(gd)
-    fig, axes = _grid(1, len(datasets), "Sparsity of the GD weight update (mean over layers)")
+    methods = sorted(gd["method"].unique()) if "method" in gd else [None]
+    fig, axes = _grid(len(methods), len(datasets), "Sparsity of the GD weight update (mean over layers)")
     colors = _colors(sorted(set(gd["line"]) | set(construction["line"])))
-    for ax, ds in zip(axes[0], datasets, strict=True):
-        for line, g in gd[gd["dataset"] == ds].groupby("line", sort=True):
-            d = g.sort_values("threshold")
-            ax.plot(d["threshold"], d["fraction"], color=colors[line], label=line, **MAIN_STYLE)
-        for line, g in construction.groupby("line", sort=True):
-            d = g.sort_values("threshold")
-            ax.plot(d["threshold"], d["fraction"], color=colors[line], label=line, **FLOOR_STYLE)
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("fraction of entries below threshold")
-        ax.set_ylim(*UNIT_RANGE)
-        ax.set_title(ds, fontsize=TITLE_SIZE)
-        _legend(ax, outside=True)
+    for r, method in enumerate(methods):
+        rows = gd if method is None else gd[gd["method"] == method]
+        for ax, ds in zip(axes[r], datasets, strict=True):
+            for line, g in rows[rows["dataset"] == ds].groupby("line", sort=True):
+                d = g.sort_values("threshold")
+                ax.plot(d["threshold"], d["fraction"], color=colors[line], label=line, **MAIN_STYLE)
+            for line, g in construction.groupby("line", sort=True):
+                d = g.sort_values("threshold")
+                ax.plot(d["threshold"], d["fraction"], color=colors[line], label=line, **FLOOR_STYLE)
+            ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("fraction of entries below threshold")
+            ax.set_ylim(*UNIT_RANGE)
+            ax.set_title(ds if method is None else f"{ds}: {method}", fontsize=TITLE_SIZE)
+            _legend(ax, outside=True)
     return save(fig, path)
 
 

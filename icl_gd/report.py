@@ -382,19 +382,23 @@ def order_points(orders: pd.DataFrame) -> pd.DataFrame:
 
 
 def sparsity_table(gd: pd.DataFrame, construction: pd.DataFrame) -> pd.DataFrame:
-    """Fraction of entries below each threshold per (source, model, matrix): mean over layers, jobs, datasets."""
+    """Fraction below each threshold per (source, model, method, matrix): mean over layers, jobs, datasets."""
     parts = [gd.assign(source="GD update")] if len(gd) else []
     if len(construction):
-        parts.append(construction.assign(source="construction", model="regression lab"))
+        parts.append(construction.assign(source="construction", model="regression lab", method="one GD step"))
     df = pd.concat(parts, ignore_index=True)
     return df.pivot_table(
-        index=["source", "model", "matrix"], columns="threshold", values="fraction"
+        index=["source", "model", "method", "matrix"], columns="threshold", values="fraction"
     ).reset_index()
 
 
 def sparsity_curves(gd: pd.DataFrame) -> pd.DataFrame:
     """Per (model, dataset, matrix, threshold): the fraction below, averaged over layers and jobs."""
-    mean = gd.groupby(["model", "dataset", "matrix", "threshold"], sort=True)["fraction"].mean().reset_index()
+    mean = (
+        gd.groupby(["model", "method", "dataset", "matrix", "threshold"], sort=True)["fraction"]
+        .mean()
+        .reset_index()
+    )
     return mean.assign(line=_with_model(mean, "matrix"))
 
 
@@ -543,8 +547,10 @@ def headline_md(table: pd.DataFrame, k: str) -> str:
 
 
 def sparsity_md(table: pd.DataFrame) -> str:
-    thresholds = sorted((c for c in table.columns if c not in ("source", "model", "matrix")), reverse=True)
-    keys = [text("source"), text("model"), text("matrix")]
+    thresholds = sorted(
+        (c for c in table.columns if c not in ("source", "model", "method", "matrix")), reverse=True
+    )
+    keys = [text("source"), text("model"), text("method"), text("matrix")]
     return md_table(table, keys + [number(t, f"< {t:g}") for t in thresholds])
 
 

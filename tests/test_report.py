@@ -290,6 +290,21 @@ def test_sparsity_table_means_over_layers_beside_the_construction() -> None:
     assert "< 0.01" in report.sparsity_md(table.reset_index())
 
 
+def test_sparsity_keeps_method_variants_apart() -> None:
+    """An sgd and an adam update are not averaged together: one row (and one row of panels) per method label."""
+    both = pd.concat(
+        [
+            sparsity_rows().assign(method="gd(optimizer=sgd)"),
+            sparsity_rows().assign(method="gd(optimizer=adam)"),
+        ]
+    )
+    both.loc[both.method == "gd(optimizer=adam)", "fraction"] = 0.0
+    table = report.sparsity_table(both, pd.DataFrame()).set_index(["method", "matrix"])
+    assert table.loc[("gd(optimizer=sgd)", "q_proj"), 1e-2] == pytest.approx(0.3)
+    assert table.loc[("gd(optimizer=adam)", "q_proj"), 1e-2] == 0.0
+    assert set(report.sparsity_curves(both)["method"]) == {"gd(optimizer=sgd)", "gd(optimizer=adam)"}
+
+
 def test_checkpoint_steps_parse_the_revision_else_keep_the_order() -> None:
     assert report.checkpoint_steps(["step143000", "step1000"]) == {"step143000": 143000, "step1000": 1000}
     assert report.checkpoint_steps(["main", "step1000"]) == {"main": 0, "step1000": 1}
