@@ -76,10 +76,10 @@ def test_smollm2_zeroshot_icl_gd_sweep(tmp_path: Path) -> None:
     info = run_folder(offline_runs(j["gd"])[0])
     assert info["job_type"] == "gd" and info["group"] == "sweep"
     assert info["summary"]["gd/accuracy"] == pytest.approx(gd["accuracy"])
-    compare_run = run_folder(offline_runs(sweep)[0])
-    assert compare_run["job_type"] == "compare" and any(
-        k.startswith("compare/") for k in compare_run["summary"]
-    )
+    sweep_runs = {r["job_type"]: r for r in map(run_folder, offline_runs(sweep))}
+    assert set(sweep_runs) == {"compare", "report"}  # the comparison, then the report, each a W&B run
+    compare_run = sweep_runs["compare"]
+    assert any(k.startswith("compare/") for k in compare_run["summary"])
 
 
 def test_a_diverged_job_fails_alone_and_a_rerun_skips_what_is_done(tmp_path: Path) -> None:

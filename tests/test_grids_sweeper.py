@@ -239,7 +239,9 @@ def test_a_preset_runs_the_union_of_its_grids_into_distinct_folders_and_compares
         *(f"{base.format(d=d)},method=icl,order_seed={o}" for d in (1, 2) for o in ("null", 1)),
         *(f"{base.format(d=d)},method.lr={lr},method=gd" for d in (1, 2) for lr in ("0.001", "0.0001")),
     }
-    assert {d.name for d in sweep.iterdir() if (d / "status.json").exists()} == set(jobs)  # none for demos=4 nor a duplicate
+    assert {d.name for d in sweep.iterdir() if (d / "status.json").exists()} == set(
+        jobs
+    )  # none for demos=4 nor a duplicate
     for name, folder in jobs.items():
         assert json.loads((folder / "status.json").read_text())["status"] == "done", name
         assert ("method.lr=" in name) == ("method=gd" in name)  # no ICL job has an lr

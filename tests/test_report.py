@@ -565,4 +565,4 @@ def test_report_of_a_real_sweep(tmp_path: Path) -> None:
         report.FIG_SPARSITY,
     }
     assert all(is_png(f) for f in figures)
-    assert "| GD update | tiny_random (untrained) | q_proj |" in md
+    assert "| GD update | tiny_random (untrained) | gd | q_proj |" in md
