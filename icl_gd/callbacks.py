@@ -92,13 +92,12 @@ class CompareOnMultirunEnd(Callback):
 
         sweep = config.hydra.sweep.dir
         for what, step, rerun in (
-            ("comparison", compare_sweep, "python -m icl_gd.compare"),
-            ("report", build_report, "make report SWEEP="),
+            ("comparison", compare_sweep, "python -m icl_gd.compare {}"),
+            ("report", build_report, "make report SWEEP={}"),
         ):
             try:
                 step(sweep, logger_cfg=config.get("logger"))
             except EmptySweepError as e:  # e.g. a regression-lab sweep: its jobs write their own figures
                 log.info("no %s for %s: %s", what, sweep, e)
             except Exception as e:  # the jobs' own files are the record; both steps can be rerun from them
-                sep = "" if rerun.endswith("=") else " "
-                log.error("%s of %s failed: %s (rerun: %s%s%s)", what, sweep, e, rerun, sep, sweep)
+                log.error("%s of %s failed: %s (rerun: %s)", what, sweep, e, rerun.format(sweep))

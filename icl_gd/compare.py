@@ -59,8 +59,14 @@ class Job:
             ident.pop(k, None)
         return json.dumps(ident, sort_keys=True, default=str)
 
-    def predictions(self) -> pd.DataFrame:
-        return pd.read_parquet(self.folder / io.PREDICTIONS)
+    def order_rank(self) -> tuple[bool, int]:
+        """Sort key within an order group: the sampled order (order_seed null) first, then by order_seed."""
+        o = self.config.get("order_seed")
+        return (o is not None, o or 0)
+
+    def predictions(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """predictions.parquet, or only those of `columns` it has."""
+        return io.read_parquet(self.folder / io.PREDICTIONS, columns)
 
 
 def _fmt(v: Any) -> str:
@@ -137,7 +143,7 @@ def find_pairs(jobs: list[Job]) -> list[tuple[str, Job, Job]]:
         if j.method == "icl":
             icl.setdefault(j.key("order_seed"), []).append(j)
     for group in icl.values():
-        group.sort(key=lambda j: (j.config.get("order_seed") is not None, j.config.get("order_seed") or 0))
+        group.sort(key=Job.order_rank)
         for a, b in itertools.combinations(group, 2):
             pairs.append((ORDER_PAIR, a, b))
     return pairs

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
 STATUS = "status.json"
@@ -74,6 +75,14 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
     _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A parquet file, or only those of `columns` it has (reads no other column: predictions carry big ones)."""
+    if columns is None:
+        return pd.read_parquet(path)
+    have = set(pq.read_schema(path).names)
+    return pd.read_parquet(path, columns=[c for c in columns if c in have])
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 
 from icl_gd import io, plots
 from icl_gd import metrics as M
+from icl_gd.analysis.sparsity import construction_sparsity as build_construction_sparsity
 from icl_gd.compare import ORDER_PAIR, Job, load_jobs
 
 log = logging.getLogger(__name__)
@@ -109,9 +109,7 @@ def job_frame(jobs: list[Job]) -> pd.DataFrame:
     """One row per job: META, folder, order_seed, and `reference` (the first order of its order group)."""
     first: dict[str, tuple[bool, int]] = {}
     for j in jobs:
-        o = j.config.get("order_seed")
-        rank = (o is not None, o or 0)
-        first[j.key("order_seed")] = min(first.get(j.key("order_seed"), rank), rank)
+        first[j.key("order_seed")] = min(first.get(j.key("order_seed"), j.order_rank()), j.order_rank())
     rows = []
     for j in jobs:
         c, o = j.config, j.config.get("order_seed")
@@ -127,7 +125,7 @@ def job_frame(jobs: list[Job]) -> pd.DataFrame:
                 "demos": int(c["demos"]),
                 "seed": int(c["seed"]),
                 "order_seed": o,
-                "reference": (o is not None, o or 0) == first[j.key("order_seed")],
+                "reference": j.order_rank() == first[j.key("order_seed")],
                 "sparsity_relative": bool((c.get("analysis") or {}).get("sparsity_relative")),
                 "folder": str(j.folder),
             }
@@ -139,8 +137,7 @@ def _read(path: Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
     """A parquet file (only the wanted columns that it has), or an empty frame when it is absent."""
     if not path.exists():
         return pd.DataFrame()
-    have = pq.read_schema(path).names
-    return pd.read_parquet(path, columns=[c for c in columns if c in have] if columns else None)
+    return io.read_parquet(path, list(columns) if columns else None)
 
 
 def job_files(jobs: pd.DataFrame, name: str, columns: Iterable[str] | None = None) -> pd.DataFrame:
@@ -410,13 +407,8 @@ def construction_curves(construction: pd.DataFrame) -> pd.DataFrame:
 
 
 def construction_sparsity(thresholds: list[float]) -> pd.DataFrame:
-    """The regression lab's constructed weights' sparsity at these thresholds (empty until that helper exists)."""
-    try:
-        from icl_gd.analysis.sparsity import construction_sparsity as build  # noqa: PLC0415
-    except ImportError:
-        log.info("icl_gd.analysis.sparsity.construction_sparsity not available: no construction curve")
-        return pd.DataFrame()
-    return build(CONSTRUCTION_D, CONSTRUCTION_N, thresholds)
+    """The regression lab's constructed weights' sparsity at these thresholds, at the lab's default d and n."""
+    return build_construction_sparsity(CONSTRUCTION_D, CONSTRUCTION_N, thresholds)
 
 
 def checkpoint_steps(revisions: list[str]) -> dict[str, int]:

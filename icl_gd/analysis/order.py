@@ -42,7 +42,7 @@ def order_sensitivity(jobs: list[Any]) -> pd.DataFrame:
     for group in groups.values():
         if len(group) < 2:
             continue
-        frames = [j.predictions() for j in group]
+        frames = [j.predictions(["query_id", "label_probs"]) for j in group]
         if any("label_probs" not in f for f in frames):
             continue
         common = set.intersection(*(set(f.query_id) for f in frames))
