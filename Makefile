@@ -50,8 +50,8 @@ bench: install  ## Benchmarks (ratios against the naive way) into benchmarks/res
 
 report: install  ## Comparison + report.md and figures of a sweep folder: make report SWEEP=outputs/multirun/<date>/<time>
 	@test -n "$(SWEEP)" || { echo "usage: make report SWEEP=<sweep folder>"; exit 2; }
-	$(PY) -m icl_gd.compare $(SWEEP)
-	$(PY) -m icl_gd.report $(SWEEP)
+	$(PY) -m icl_gd.sweep compare $(SWEEP)
+	$(PY) -m icl_gd.sweep report $(SWEEP)
 
 clean:  ## Remove caches (keeps outputs/ and .venv)
 	rm -rf .pytest_cache .ruff_cache

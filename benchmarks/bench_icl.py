@@ -60,7 +60,7 @@ def _paths(lm, prompts: list[str], label_conts: list[str] | None, batch_size: in
     ids = clock("cached", lambda: P.encode(tok, prompts, True))
     n_prefix = P.shared_prefix_length(ids)
     assert n_prefix >= P.MIN_SHARED_TOKENS
-    order, gen = clock("cached", lambda: P._cached_batches(lm.model, ids, n_prefix, labels, batch_size, pad))
+    order, gen = clock("cached", lambda: P.cached_batches(lm.model, ids, n_prefix, labels, batch_size, pad))
     n_batches = -(-len(prompts) // batch_size)
     slots: dict[int, list[int]] = {}  # cached batch -> the naive queries run after it
     for k, i in enumerate(subset):
@@ -70,7 +70,7 @@ def _paths(lm, prompts: list[str], label_conts: list[str] | None, batch_size: in
         cached.append(clock("cached", lambda: next(gen)))
         for i in slots.get(b, []):
             one = clock("naive", lambda i=i: P.encode(tok, [prompts[i]], True))
-            naive[i] = clock("naive", lambda one=one: next(P._naive_batches(lm.model, one, labels, 1, pad)))
+            naive[i] = clock("naive", lambda one=one: next(P.naive_batches(lm.model, one, labels, 1, pad)))
     inverse = torch.argsort(torch.tensor(order))
     c_logp = torch.cat([b[0] for b in cached])[inverse]
     c_lab = torch.cat([b[1] for b in cached])[inverse] if labels else None

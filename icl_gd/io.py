@@ -24,6 +24,29 @@ DAI_LAYERS = "dai_layers.parquet"  # analysis.dai: one row per (query, layer)
 DAI_QUERIES = "dai_queries.parquet"  # analysis.dai: zero-shot / ICL / GD correctness per query
 SPARSITY = "sparsity.parquet"  # analysis.sparsity: one row per (layer, matrix, threshold)
 LR_SEARCH = "lr_search.csv"  # method.lr_grid: the held-out loss of each learning rate
+WEIGHT_UPDATE = (
+    "weight_update.safetensors"  # method.save_update: trained minus original, per trained parameter
+)
+LINREG_SUMMARY = "linreg_summary.json"  # linear-regression lab: grid keys and metrics of the job
+# linreg lab tables, each written as <name>.csv in the job folder when it has rows (in this order)
+LINREG_TABLES = ("risks", "theory", "curves", "curve_theory", "evolution", "sparsity", "train_loss", "lora")
+FIG_RISK_VS_AXIS = "risk_vs_{axis}.png"  # linreg lab: risk against the job's first varying grid key
+
+# Sweep files (in the sweep folder, written by icl_gd.sweep)
+COMPARISON = "comparison.parquet"  # one row per (pair, key, metric): the summary of every comparison
+COMPARISON_MD = "comparison.md"
+COMPARISON_QUERIES = "comparison_queries.parquet"  # one row per (pair, query): the per-query values
+ORDER_SENSITIVITY = "order_sensitivity.parquet"  # one row per (job group, query): std across demo orders
+REPORT = "report.md"
+FIGURES = "figures"  # the report's figures folder
+FIG_ACCURACY = "accuracy_vs_demos.png"
+FIG_AGREEMENT = "agreement_vs_demos.png"
+FIG_DAI = "simaou_layers.png"
+FIG_ORDER = "order_sensitivity.png"
+FIG_SPARSITY = "sparsity.png"
+FIG_EVOLUTION = "weight_evolution.png"
+FIG_RISK_VS_CONTEXT = "risk_vs_context.png"  # linreg lab figures (in the job folder)
+FIG_RISK_VS_LORA_RANK = "risk_vs_lora_rank.png"
 
 
 def _atomic(path: Path, write) -> None:
@@ -75,6 +98,18 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
     _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_figure(path: Path, fig: Any, dpi: int) -> None:
+    """A matplotlib figure, in the format its suffix names (png, pdf, svg), written atomically."""
+    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
+
+
+def write_safetensors(path: Path, tensors: dict[str, Any]) -> None:
+    """name -> tensor, as a .safetensors file (contiguous copies), written atomically."""
+    from safetensors.torch import save_file  # noqa: PLC0415 -- only jobs that keep a weight update need it
+
+    _atomic(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:

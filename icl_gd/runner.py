@@ -15,27 +15,27 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from icl_gd import io
-from icl_gd import metrics as M
-from icl_gd.config import config_hash, resolve_data_dir, resolved, validate
+from icl_gd import io, outputs
+from icl_gd.config import config_hash, resolved
 from icl_gd.data import (
     Example,
     Template,
     load_splits,
     order_demos,
+    resolve_data_dir,
     sample_demos,
     sample_heldout,
     sample_queries,
 )
 from icl_gd.errors import ConfigError, DivergedError
-from icl_gd.methods import MethodOutput, answer_queries
-from icl_gd.methods.predict import continuation_ids
+from icl_gd.methods import MethodInputs, method_class
 from icl_gd.models import LoadedModel, load_model, resolve_source
+from icl_gd.models.forward import continuation_ids
 from icl_gd.tracking import NullTracker, Tracker, make_tracker
+from icl_gd.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -129,29 +129,10 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     demos = order_demos(
         sample_demos(splits.pool, int(cfg.demos), int(cfg.seed), ds.name, cfg.demo_sampling), cfg.order_seed
     )
-    used = demos if cfg.method.name != "zeroshot" else []
-    io.write_jsonl(
-        out / io.DEMOS,
-        [
-            {
-                "id": d.id,
-                "label": d.label,
-                "answer": d.answer,
-                **d.fields,
-                "text": template.demo(d.fields, d.answer),
-            }
-            for d in used
-        ],
-    )
-    resolve_source(cfg.model)  # fail fast, with where we looked, before the slow load
-    lm = load_model(cfg.model)
-    vocab = getattr(lm.model.config, "vocab_size", None)
-    if vocab and int(cfg.eval.top_k) > vocab:
-        raise ConfigError(
-            f"eval.top_k={cfg.eval.top_k} exceeds the vocabulary of model={lm.name} ({vocab} tokens): lower eval.top_k."
-        )
-    label_words = list(OmegaConf.to_container(ds.label_words).values()) if ds.label_words else None
-    _check_label_words(lm, template, queries[0], label_words)
+    method = method_class(cfg.method)()
+    used = demos if method.uses_demos else []
+    io.write_jsonl(out / io.DEMOS, outputs.demo_rows(used, template))
+    lm, label_words = _load_model(cfg, template, queries[0])
 
     def on_step(row: dict[str, float]) -> None:
         tracker.log(
@@ -166,69 +147,29 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         else None
     )
     torch.manual_seed(int(cfg.seed))
-    result = answer_queries(
-        cfg.method,
-        lm,
-        template,
-        ds.separator,
-        used,
-        queries,
-        label_words,
-        cfg.eval,
-        int(cfg.seed),
-        cfg.model.add_bos,
-        on_step,
-        analysis=cfg.get("analysis"),
+    inputs = MethodInputs(
+        lm=lm,
+        template=template,
+        separator=ds.separator,
+        demos=used,
+        queries=queries,
+        label_words=label_words,
+        eval=cfg.eval,
+        seed=int(cfg.seed),
+        add_bos=cfg.model.add_bos,
+        analysis=cfg.get("analysis") or OmegaConf.create({}),
         heldout=heldout,
+        on_step=on_step,
     )
-    df = predictions_frame(result, queries, label_words, lm, ds)
+    result = method.answer(cfg.method, inputs)
+    df = outputs.predictions_frame(result, queries, label_words, lm, ds)
     io.write_parquet(out / io.PREDICTIONS, df)
-    metrics = job_metrics(result, queries, label_words)
+    metrics = outputs.job_metrics(result, queries, label_words)
     metrics.update(n_queries=len(queries), n_demos=len(used))
-    if result.train is not None:
-        curve = pd.DataFrame(result.train.curve)
-        io.write_csv(out / io.TRAIN_CURVE, curve)
-        metrics.update(
-            train_loss_initial=result.train.initial_loss,
-            train_loss_final=result.train.final_loss,
-            train_steps=len(curve),
-            n_trainable=result.train.n_trainable,
-            train_answer_loss_initial=result.train.initial_answer_loss,
-            train_answer_loss_final=result.train.final_answer_loss,
-        )
-        for layer, loss in enumerate(
-            result.train.final_layer_losses
-        ):  # layer-causal GD: each layer's own loss
-            metrics[f"train_layer_loss_final/{layer}"] = loss
-    metrics.update(analysis_outputs(result, out, tracker))
-    if result.weight_update:
-        from safetensors.torch import save_file  # noqa: PLC0415
-
-        save_file(
-            {k: v.contiguous() for k, v in result.weight_update.items()},
-            str(out / "weight_update.safetensors"),
-        )
+    metrics.update(outputs.training_outputs(result, out))
+    metrics.update(outputs.analysis_outputs(result, out, tracker))
     tracker.log_table("predictions", df.drop(columns=["full_dist"], errors="ignore"))
     tracker.log_histogram("gold_prob_hist", df["gold_prob"].tolist())
-    return metrics
-
-
-def analysis_outputs(result: MethodOutput, out: Path, tracker: Tracker) -> dict[str, float]:
-    """Write the optional analyses of a training job (Dai metrics, sparsity, lr search); return their metrics."""
-    metrics: dict[str, float] = {}
-    if result.dai is not None:
-        layers, per_query, dai_metrics = result.dai
-        io.write_parquet(out / io.DAI_LAYERS, layers)
-        io.write_parquet(out / io.DAI_QUERIES, per_query)
-        metrics.update(dai_metrics)
-        tracker.log_table("dai_layers", layers.groupby("layer", as_index=False).mean(numeric_only=True))
-    if result.sparsity is not None:
-        io.write_parquet(out / io.SPARSITY, result.sparsity)
-        for t, g in result.sparsity.groupby("threshold"):
-            metrics[f"sparsity@{t:.0e}"] = float((g.fraction * g.n_entries).sum() / g.n_entries.sum())
-    if result.lr_search:
-        io.write_csv(out / io.LR_SEARCH, pd.DataFrame(result.lr_search))
-        metrics["lr_selected"] = min(result.lr_search, key=lambda r: r["heldout_loss"])["lr"]
     return metrics
 
 
@@ -248,65 +189,16 @@ def _check_label_words(
             )
 
 
-def _gold_label_index(queries: list[Example], label_words: list[str]) -> torch.Tensor:
-    return torch.tensor([label_words.index(q.answer) for q in queries])
-
-
-def job_metrics(
-    result: MethodOutput, queries: list[Example], label_words: list[str] | None
-) -> dict[str, float]:
-    """metrics.json: means with 95% t-intervals over queries, plus which label scoring was used."""
-    p = result.predictions
-    acc = M.accuracy(p.topk_ids[:, 0], p.gold_token)
-    out: dict[str, float] = {}
-    out.update(M.summarize("accuracy", acc))
-    if label_words:
-        gold_idx = _gold_label_index(queries, label_words)
-        out.update(M.summarize("label_accuracy", (p.label_probs.argmax(1) == gold_idx).double()))
-        out.update(M.summarize("gold_label_prob", p.label_probs.gather(1, gold_idx[:, None])[:, 0]))
-        out["label_scoring_sequence"] = 1.0  # a label's probability is that of its whole token sequence
-    else:
-        out.update(M.summarize("label_accuracy", acc))  # open vocabulary: the label is the first answer token
-        out["label_scoring_sequence"] = 0.0
-    out.update(M.summarize("gold_prob", p.gold_prob))
-    out.update(M.summarize("entropy", p.entropy))
-    return out
-
-
-def predictions_frame(
-    result: MethodOutput,
-    queries: list[Example],
-    label_words: list[str] | None,
-    lm: LoadedModel,
-    ds: DictConfig,
-) -> pd.DataFrame:
-    """predictions.parquet: one row per query, top-K tokens and probabilities, label-word probabilities."""
-    p = result.predictions
-    tok = lm.tokenizer
-    rows = []
-    for i, q in enumerate(queries):
-        ids = p.topk_ids[i].tolist()
-        row: dict[str, Any] = {
-            "query_id": q.id,
-            "query": " | ".join(q.fields[f] for f in ds.text_fields),
-            "gold": q.answer,
-            "gold_label": q.label,
-            "gold_token": int(p.gold_token[i]),
-            "gold_prob": float(p.gold_prob[i]),
-            "top1_token": ids[0],
-            "top1_text": tok.decode([ids[0]]),
-            "correct": bool(ids[0] == int(p.gold_token[i])),
-            "entropy": float(p.entropy[i]),
-            "topk_ids": ids,
-            "topk_tokens": [tok.decode([t]) for t in ids],
-            "topk_probs": p.topk_probs[i].tolist(),
-        }
-        if label_words:
-            probs = p.label_probs[i].tolist()
-            row["label_probs"] = probs
-            row["pred_label"] = label_words[max(range(len(probs)), key=probs.__getitem__)]
-            row.update({f"p_label/{w}": v for w, v in zip(label_words, probs, strict=True)})
-        if p.full_dist is not None:
-            row["full_dist"] = p.full_dist[i].numpy().tobytes()  # float16 over the vocabulary
-        rows.append(row)
-    return pd.DataFrame(rows)
+def _load_model(cfg: DictConfig, template: Template, query: Example) -> tuple[LoadedModel, list[str] | None]:
+    """Load the model (after checking where it lives) and check eval.top_k and the label words against it."""
+    resolve_source(cfg.model)  # fail fast, with where we looked, before the slow load
+    lm = load_model(cfg.model)
+    vocab = getattr(lm.model.config, "vocab_size", None)
+    if vocab and int(cfg.eval.top_k) > vocab:
+        raise ConfigError(
+            f"eval.top_k={cfg.eval.top_k} exceeds the vocabulary of model={lm.name} ({vocab} tokens): lower eval.top_k."
+        )
+    ds = cfg.dataset
+    label_words = list(OmegaConf.to_container(ds.label_words).values()) if ds.label_words else None
+    _check_label_words(lm, template, query, label_words)
+    return lm, label_words

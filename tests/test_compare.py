@@ -8,17 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from icl_gd.compare import (
-    ORDER_PAIR,
-    Job,
-    compare_sweep,
-    find_pairs,
-    label_jobs,
-    method_label,
-    model_label,
-    pair_metrics,
-)
 from icl_gd.runner import run
+from icl_gd.sweep import cli
+from icl_gd.sweep.compare import compare_sweep, pair_metrics
+from icl_gd.sweep.jobs import ORDER_PAIR, Job, find_pairs, label_jobs, method_label, model_label
 
 
 def frame(
@@ -149,3 +142,10 @@ def test_compare_sweep_on_real_job_folders(smoke, tmp_path: Path) -> None:
     assert row["n"] == 4 and 0 <= row["mean"] <= 1 and row["ci_lo"] <= row["mean"] <= row["ci_hi"]
     assert {"tv", "js", "kl", "ocs", "top1_agreement"} <= set(summary.metric)
     assert "icl_vs_gd" in (sweep / "comparison.md").read_text()
+
+
+def test_cli_compare_names_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both commands of `python -m icl_gd.sweep` refuse a path that is not a folder the same way."""
+    with pytest.raises(SystemExit) as missing:
+        cli.main(["compare", str(tmp_path / "nowhere"), "--logger", "none"])
+    assert missing.value.code == 2 and "is not a folder" in capsys.readouterr().err

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from icl_gd.config import config_hash, validate
+from icl_gd.config import config_hash
 from icl_gd.errors import ConfigError
+from icl_gd.validation import validate
 from tests.conftest import ROOT, compose_config
 
 LINREG = {"lsa", "h3", "gd_construction", "linreg", "train"}

@@ -17,9 +17,11 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
+from icl_gd import metrics as M
 from icl_gd.analysis import dai, hooks
 from icl_gd.data import Example, Template
-from icl_gd.models import load_model
+from icl_gd.metrics import dai as D
+from icl_gd.models import anatomy, load_model
 from tests.conftest import compose_config
 
 SEQS = [[5, 17, 300, 42, 7], [9, 12], [100, 200, 300, 400, 500, 600, 700]]  # lengths 5, 2, 7: padded batches
@@ -135,14 +137,16 @@ def test_captured_attention_output_equals_a_manual_recomputation(lm) -> None:
 
 
 def test_attention_implementation_and_hooks_are_restored_even_on_error(lm) -> None:
-    before = hooks.attn_implementation(lm.model)
+    before = anatomy.attn_implementation(lm.model)
     assert before != hooks.EAGER  # else the test would prove nothing
     hooks.capture(lm.model, SEQS, PAD, batch_size=2)
-    assert hooks.attn_implementation(lm.model) == before
+    assert anatomy.attn_implementation(lm.model) == before
     with pytest.raises(IndexError):
         hooks.capture(lm.model, [[lm.model.config.vocab_size + 10]], PAD, batch_size=1)
-    assert hooks.attn_implementation(lm.model) == before
-    assert all(not hooks.attention_module(layer)._forward_hooks for layer in hooks.decoder_layers(lm.model))
+    assert anatomy.attn_implementation(lm.model) == before
+    assert all(
+        not anatomy.attention_module(layer)._forward_hooks for layer in anatomy.decoder_layers(lm.model)
+    )
     assert not lm.model.training
 
 
@@ -177,21 +181,21 @@ def tiny_lora_llama() -> torch.nn.Module:
 def test_other_architectures_and_peft_wrappers(build) -> None:
     torch.manual_seed(0)
     model = build().eval()
-    before = hooks.attn_implementation(model)
-    assert len(hooks.decoder_layers(model)) == TINY["num_hidden_layers"]
+    before = anatomy.attn_implementation(model)
+    assert len(anatomy.decoder_layers(model)) == TINY["num_hidden_layers"]
     cap = hooks.capture(model, SEQS, 0, batch_size=2)
     assert len(cap.attn_out) == len(cap.attn_map) == TINY["num_hidden_layers"]
     assert cap.attn_out[0].shape == (len(SEQS), TINY["hidden_size"])
     for i, seq in enumerate(SEQS):
         assert torch.allclose(cap.attn_map[-1][i, :, : len(seq)].sum(-1), torch.ones(2), atol=TOL)
-    assert hooks.attn_implementation(model) == before
+    assert anatomy.attn_implementation(model) == before
 
 
 def test_unknown_architecture_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="Linear"):
-        hooks.decoder_layers(torch.nn.Linear(2, 2))
+        anatomy.decoder_layers(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="Linear"):
-        hooks.attention_module(torch.nn.Linear(2, 2))
+        anatomy.attention_module(torch.nn.Linear(2, 2))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,43 +207,43 @@ def test_rec2ftp_hand_built() -> None:
     ft = torch.tensor([True, True, True, False, True, False])
     icl = torch.tensor([True, False, True, True, False, True])
     # GD corrects queries 0, 1, 2 (zs wrong, ft right); ICL gets 0 and 2 of them right -> 2/3
-    fraction, n_ft = dai.rec2ftp(zs, icl, ft)
+    fraction, n_ft = D.rec2ftp(zs, icl, ft)
     assert n_ft == 3 and fraction == pytest.approx(2 / 3)
 
 
 def test_rec2ftp_is_nan_when_gd_corrects_nothing() -> None:
     zs = torch.tensor([True, False])
-    fraction, n_ft = dai.rec2ftp(zs, torch.tensor([True, True]), torch.tensor([True, False]))
+    fraction, n_ft = D.rec2ftp(zs, torch.tensor([True, True]), torch.tensor([True, False]))
     assert n_ft == 0 and math.isnan(fraction)
 
 
 def test_simaou_identical_opposite_scaled_and_random() -> None:
     g = torch.Generator().manual_seed(0)
     zs, upd = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
-    assert torch.allclose(dai.simaou(zs, zs + upd, zs + upd), torch.ones(8, dtype=torch.float64))
-    assert torch.allclose(dai.simaou(zs, zs + upd, zs - upd), -torch.ones(8, dtype=torch.float64))
+    assert torch.allclose(D.simaou(zs, zs + upd, zs + upd), torch.ones(8, dtype=torch.float64))
+    assert torch.allclose(D.simaou(zs, zs + upd, zs - upd), -torch.ones(8, dtype=torch.float64))
     other = torch.randn(8, 16, generator=g)
-    assert torch.allclose(dai.simaou(zs, zs + upd, zs + other), dai.simaou(zs, zs + 7.5 * upd, zs + other))
-    assert torch.allclose(dai.simaou(zs, zs + upd, zs + other), dai.simaou(zs, zs + upd, zs + 0.1 * other))
+    assert torch.allclose(D.simaou(zs, zs + upd, zs + other), D.simaou(zs, zs + 7.5 * upd, zs + other))
+    assert torch.allclose(D.simaou(zs, zs + upd, zs + other), D.simaou(zs, zs + upd, zs + 0.1 * other))
     big_zs, big_icl = torch.randn(200, 4096, generator=g), torch.randn(200, 4096, generator=g)
-    rand = dai.simaou_random(big_zs, big_icl, torch.Generator().manual_seed(1))
+    rand = D.simaou_random(big_zs, big_icl, torch.Generator().manual_seed(1))
     assert rand.shape == (200,) and abs(rand.mean().item()) < 0.05
-    again = dai.simaou_random(big_zs, big_icl, torch.Generator().manual_seed(1))
+    again = D.simaou_random(big_zs, big_icl, torch.Generator().manual_seed(1))
     assert torch.equal(rand, again)
 
 
 def test_row_cosine_is_zero_for_a_zero_row() -> None:
     a = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     b = torch.tensor([[1.0, 1.0], [3.0, 4.0]])
-    assert torch.allclose(dai.row_cosine(a, b), torch.tensor([1 / math.sqrt(2), 0.0], dtype=torch.float64))
+    assert torch.allclose(M.cosine(a, b), torch.tensor([1 / math.sqrt(2), 0.0], dtype=torch.float64))
 
 
 def test_simam_identical_and_hand_computed() -> None:
     a = torch.tensor([[[0.5, 0.5, 0.0], [0.1, 0.3, 0.6]]])  # (Q=1, heads=2, L=3): head mean (0.3, 0.4, 0.3)
     b = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]])  # head mean (0.5, 0.0, 0.5)
-    assert dai.simam(a, a).item() == pytest.approx(1.0)
+    assert D.simam(a, a).item() == pytest.approx(1.0)
     expected = (0.3 * 0.5 + 0.3 * 0.5) / (math.sqrt(0.09 + 0.16 + 0.09) * math.sqrt(0.5))
-    assert dai.simam(a, b).item() == pytest.approx(expected)
+    assert D.simam(a, b).item() == pytest.approx(expected)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -319,7 +323,7 @@ def test_analyse_gd_equal_to_icl_gives_ones(collected) -> None:
     for name in dai.COSINE_METRICS:
         assert {name, f"{name}_ci_lo", f"{name}_ci_hi", f"{name}_n"} <= metrics.keys()
         assert metrics[f"{name}_n"] == len(QUERIES)
-    expected_rec, n_ft = dai.rec2ftp(zs.correct, icl.correct, icl.correct)
+    expected_rec, n_ft = D.rec2ftp(zs.correct, icl.correct, icl.correct)
     assert metrics["n_ft_corrected"] == n_ft
     assert metrics["rec2ftp"] == pytest.approx(expected_rec, nan_ok=True)
     assert (

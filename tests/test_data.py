@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from icl_gd.config import resolve_data_dir
-from icl_gd.data import Example, Template, load_splits, order_demos, sample_demos, sample_queries
+from icl_gd.data import (
+    Example,
+    Template,
+    load_splits,
+    order_demos,
+    resolve_data_dir,
+    sample_demos,
+    sample_queries,
+)
 from icl_gd.data.prompts import build_prompt
 from icl_gd.errors import ConfigError, DataError
 from tests.conftest import DATA, compose_config

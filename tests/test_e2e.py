@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, subprocess_env
-from tests.test_tracking import offline_runs, run_folder
+from tests.helpers.wandb_runs import offline_runs, run_folder
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,7 @@ def test_order_noise_floor_joins_into_the_same_sweep(tmp_path: Path) -> None:
     comp = pd.read_parquet(sweep / "comparison.parquet")
     assert set(comp.pair_type) == {"icl_vs_gd", "icl_vs_icl_order"}
     rerun = subprocess.run(
-        [sys.executable, "-m", "icl_gd.compare", str(sweep), "--logger", "none"],
+        [sys.executable, "-m", "icl_gd.sweep", "compare", str(sweep), "--logger", "none"],
         cwd=ROOT,
         env=subprocess_env(),
         capture_output=True,

@@ -23,10 +23,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from icl_gd.callbacks import LauncherNotInstalled, check_launcher
 from icl_gd.config import config_hash
+from icl_gd.sweep.callbacks import LauncherNotInstalled, check_launcher
 from tests.conftest import ROOT, subprocess_env
-from tests.test_tracking import offline_runs, run_folder
+from tests.helpers.wandb_runs import offline_runs, run_folder
 
 # icl_gd.config silences this in run.py; pytest resets warning filters set while it collects
 pytestmark = pytest.mark.filterwarnings(

@@ -12,8 +12,7 @@ from torch import nn
 
 from icl_gd.errors import ConfigError
 from icl_gd.methods import finetune
-from icl_gd.methods.predict import _pad
-from icl_gd.models import load_model
+from icl_gd.models import anatomy, forward, load_model
 from tests.conftest import compose_config
 
 PROMPTS = ["Q: walk\nA:", "Q: a much longer question with more tokens\nA:", "Q: go\nA:"]
@@ -51,9 +50,9 @@ def trainable(model) -> Iterator[None]:
 def hook_free_layer_losses(lm, batch) -> list[torch.Tensor]:
     """Per-layer answer losses from output_hidden_states: entry l+1 is layer l's output, except that HF applies the
     final norm to the last entry already, so only the earlier ones go through the norm here."""
-    model, pad = lm.model, lm.tokenizer.pad_token_id
-    ids, mask = _pad([b[0] for b in batch], pad, torch.device("cpu"))
-    labels, _ = _pad([b[1] for b in batch], finetune.IGNORE, torch.device("cpu"))
+    model, pad_id = lm.model, lm.tokenizer.pad_token_id
+    ids, mask = forward.pad([b[0] for b in batch], pad_id, torch.device("cpu"))
+    labels, _ = forward.pad([b[1] for b in batch], finetune.IGNORE, torch.device("cpu"))
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     hidden = out.hidden_states[1:]
@@ -163,6 +162,6 @@ def test_ordinary_gd_follows_a_plain_answer_loss_loop(lm, batch) -> None:
 
 
 def test_a_model_without_a_known_final_norm_is_a_config_error(lm, batch, monkeypatch) -> None:
-    monkeypatch.setattr(finetune, "FINAL_NORMS", ("no_such_norm",))
-    with pytest.raises(ConfigError, match="set method.layer_causal=false"):
+    monkeypatch.setattr(anatomy, "FINAL_NORMS", ("no_such_norm",))
+    with pytest.raises(ConfigError, match="(?i)set method.layer_causal=false"):
         finetune.layer_causal_loss(lm.model, batch, lm.tokenizer.pad_token_id)

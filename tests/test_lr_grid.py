@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from icl_gd import io
 from icl_gd.data import Example, sample_heldout
 from icl_gd.errors import ConfigError, DivergedError
-from icl_gd.methods import finetune, select_lr
+from icl_gd.methods import GD, finetune
+from icl_gd.methods.lr_search import select_lr
 from icl_gd.models import load_model
 from icl_gd.runner import run
 from tests.conftest import compose_config
@@ -39,7 +40,7 @@ def test_select_lr_keeps_the_lowest_heldout_loss_and_restores_weights(lm) -> Non
         compose_config(["output_dir=/tmp/x", "method=gd", "method.optimizer=sgd"]).method, {"lr_grid": grid}
     )
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
-    chosen, rows = select_lr(method, lm, batch(lm, DEMOS), batch(lm, HELDOUT), seed=0)
+    chosen, rows = select_lr(GD().adapted, method, lm, batch(lm, DEMOS), batch(lm, HELDOUT), seed=0)
     assert all(torch.equal(p, before[n]) for n, p in lm.model.named_parameters())
     # the same numbers by hand: train with each lr, score the held-out demos, restore
     expected = []
@@ -67,11 +68,11 @@ def test_a_diverging_lr_scores_infinity(lm, monkeypatch: pytest.MonkeyPatch) -> 
     method = OmegaConf.merge(
         compose_config(["output_dir=/tmp/x", "method=gd"]).method, {"lr_grid": [10.0, 1e-3]}
     )
-    chosen, rows = select_lr(method, lm, batch(lm, DEMOS), batch(lm, HELDOUT), seed=0)
+    chosen, rows = select_lr(GD().adapted, method, lm, batch(lm, DEMOS), batch(lm, HELDOUT), seed=0)
     assert math.isinf(rows[0]["heldout_loss"]) and chosen.lr == 1e-3
     method = OmegaConf.merge(method, {"lr_grid": [10.0, 20.0]})
     with pytest.raises(DivergedError, match="every lr of method.lr_grid"):
-        select_lr(method, lm, batch(lm, DEMOS), batch(lm, HELDOUT), seed=0)
+        select_lr(GD().adapted, method, lm, batch(lm, DEMOS), batch(lm, HELDOUT), seed=0)
 
 
 def test_heldout_demos_are_disjoint_from_the_demos() -> None:

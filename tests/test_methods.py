@@ -7,8 +7,9 @@ import torch
 
 from icl_gd.errors import ConfigError, DivergedError
 from icl_gd.methods import finetune
-from icl_gd.methods.predict import continuation_ids, predict
+from icl_gd.methods.predict import predict
 from icl_gd.models import load_model
+from icl_gd.models.forward import continuation_ids
 from tests.conftest import compose_config
 
 PROMPTS = ["Q: walk\nA:", "Q: a much longer question with many more tokens in it\nA:", "Q: go\nA:"]

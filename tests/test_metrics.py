@@ -149,12 +149,12 @@ def test_shape_mismatch_raises() -> None:
     [(0.975, 1, 12.7062), (0.975, 4, 2.7764), (0.975, 10, 2.2281), (0.995, 3, 5.8409), (0.95, 5, 2.0150)],
 )
 def test_t_quantile_known_values(q: float, df: int, expected: float) -> None:
-    assert M._t_quantile(q, df) == pytest.approx(expected, abs=1e-4)
+    assert M.intervals.t_quantile(q, df) == pytest.approx(expected, abs=1e-4)
 
 
 def test_t_quantile_tends_to_normal() -> None:
-    assert M._t_quantile(0.975, 10**6) == pytest.approx(1.95996, abs=1e-5)
-    assert M._t_quantile(0.975, 1000) == pytest.approx(1.96234, abs=1e-5)
+    assert M.intervals.t_quantile(0.975, 10**6) == pytest.approx(1.95996, abs=1e-5)
+    assert M.intervals.t_quantile(0.975, 1000) == pytest.approx(1.96234, abs=1e-5)
 
 
 def test_mean_ci_known_data() -> None:

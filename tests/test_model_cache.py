@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from icl_gd.errors import ModelNotFoundError
-from icl_gd.methods import answer_queries, finetune
+from icl_gd.methods import finetune
 from icl_gd.models import cache, clear_cache, load_model, resolve_source
 from icl_gd.models.loading import FALLBACK_TOKENIZER, gguf_config_and_tokenizer, known_arch, package_folder
 from tests.conftest import DATA, compose_config
+from tests.helpers.methods import run_method
 
 
 @pytest.fixture
@@ -229,7 +230,7 @@ def test_model_is_loaded_once_and_a_gd_job_leaves_it_bit_identical() -> None:
     template = Template("Q: {x}\nA: {label}", ["x"])
     demos = [Example(f"d{i}", {"x": f"word {i}"}, "a", "answer") for i in range(3)]
     queries = [Example("q", {"x": "walk"}, "a", "walked")]
-    out = answer_queries(cfg.method, tiny, template, "\n\n", demos, queries, None, cfg.eval, 0, None)
+    out = run_method(cfg.method, tiny, template, demos, queries, cfg.eval)
     assert out.train.final_loss < out.train.initial_loss  # it trained
     assert all(torch.equal(p, before[n]) for n, p in tiny.model.named_parameters())  # and was restored
 

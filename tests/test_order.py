@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from icl_gd import io
-from icl_gd.analysis.order import label_prob_std, order_sensitivity, summarize_order
-from icl_gd.compare import Job, label_jobs
+from icl_gd.metrics.order import label_prob_std
+from icl_gd.sweep.jobs import Job, label_jobs
+from icl_gd.sweep.order import order_sensitivity, order_table
 
 
 def test_label_prob_std_by_hand() -> None:
@@ -63,6 +64,6 @@ def test_order_sensitivity_groups_jobs_that_differ_only_in_order(tmp_path: Path)
     assert by[("icl", "q0")] == pytest.approx(0.4 / math.sqrt(2))
     assert by[("icl", "q1")] == 0.0 and by[("gd(batch_size=1)", "q0")] == 0.0
     assert set(df.n_orders) == {2}
-    table = summarize_order(df)
+    table = order_table(df)
     icl = table[table.method == "icl"].iloc[0]
     assert icl["std"] == pytest.approx(0.4 / math.sqrt(2) / 2) and icl["n"] == 2

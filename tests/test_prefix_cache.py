@@ -6,18 +6,17 @@ import pytest
 import torch
 
 from icl_gd.data import Example, Template
-from icl_gd.methods import answer_queries
 from icl_gd.methods.predict import (
-    _cached_batches,
-    _naive_batches,
-    continuation_ids,
-    encode,
+    cached_batches,
+    naive_batches,
     predict,
     shared_prefix_length,
     supports_prefix_cache,
 )
 from icl_gd.models import load_model
+from icl_gd.models.forward import continuation_ids, encode
 from tests.conftest import compose_config
+from tests.helpers.methods import run_method
 
 TOL = 1e-4  # max |d log p| allowed between the cached and the full forward (float32)
 DEMOS = "\n\n".join(f"Q: word number {i} is here\nA: answer {i}" for i in range(6))
@@ -46,12 +45,12 @@ def both_paths(lm, prompts: list[str], words: list[str], batch_size: int):
     labels = [continuation_ids(tok, w) for w in words]
     n = shared_prefix_length(ids)
     assert n > 0
-    order, gen = _cached_batches(lm.model, ids, n, labels, batch_size, tok.pad_token_id)
+    order, gen = cached_batches(lm.model, ids, n, labels, batch_size, tok.pad_token_id)
     cached = list(gen)
     inverse = torch.argsort(torch.tensor(order))
     c_logp = torch.cat([b[0] for b in cached])[inverse]
     c_lab = torch.cat([b[1] for b in cached])[inverse]
-    naive = list(_naive_batches(lm.model, ids, labels, 1, tok.pad_token_id))
+    naive = list(naive_batches(lm.model, ids, labels, 1, tok.pad_token_id))
     return (c_logp, c_lab), (torch.cat([b[0] for b in naive]), torch.cat([b[1] for b in naive]))
 
 
@@ -109,11 +108,15 @@ def test_answer_queries_icl_uses_the_cache_and_matches(lm) -> None:
     template = Template("Q: {x}\nA: {label}", ["x"])
     demos = [Example(f"d{i}", {"x": f"word {i} here"}, "pos" if i % 2 else "neg", "answer") for i in range(6)]
     queries = [Example(f"q{i}", {"x": q}, "pos", "positive") for i, q in enumerate(QUERIES)]
-    eval_cfg = compose_config(["output_dir=/tmp/x", "eval.top_k=5", "eval.batch_size=4"]).eval
     method = compose_config(["output_dir=/tmp/x", "method=icl"]).method
-    args = (method, lm, template, "\n\n", demos, queries, ["positive", "negative"], eval_cfg, 0, None)
-    a = answer_queries(*args, prefix_cache=True).predictions
-    b = answer_queries(*args, prefix_cache=False).predictions
+
+    def answer(flag: str):
+        eval_cfg = compose_config(["output_dir=/tmp/x", "eval.top_k=5", "eval.batch_size=4", flag]).eval
+        return run_method(
+            method, lm, template, demos, queries, eval_cfg, ["positive", "negative"]
+        ).predictions
+
+    a, b = answer("eval.prefix_cache=true"), answer("eval.prefix_cache=false")
     assert torch.equal(a.topk_ids, b.topk_ids) and torch.allclose(a.topk_probs, b.topk_probs, atol=1e-5)
     assert (a.label_probs.log() - b.label_probs.log()).abs().max() < TOL
 
@@ -164,21 +167,21 @@ def test_smollm2_cached_equals_full_forward() -> None:
 
 def test_eval_prefix_cache_knob_reaches_predict(lm, monkeypatch: pytest.MonkeyPatch) -> None:
     """`eval.prefix_cache=false` in the config turns the cache off; the default (true) turns it on."""
-    import icl_gd.methods as methods  # noqa: PLC0415
+    import icl_gd.methods.base as base  # noqa: PLC0415
 
     seen: list[bool] = []
-    real = methods.predict
+    real = base.predict
 
     def spy(*a, **kw):
         seen.append(kw["prefix_cache"])
         return real(*a, **kw)
 
-    monkeypatch.setattr(methods, "predict", spy)
+    monkeypatch.setattr(base, "predict", spy)
     template = Template("Q: {x}\nA: {label}", ["x"])
     demos = [Example("d0", {"x": "word here"}, "pos", "answer")]
     queries = [Example("q0", {"x": "walk"}, "pos", "walked")]
     method = compose_config(["output_dir=/tmp/x", "method=icl"]).method
     for flag in ("true", "false"):
         eval_cfg = compose_config(["output_dir=/tmp/x", f"eval.prefix_cache={flag}"]).eval
-        answer_queries(method, lm, template, "\n\n", demos, queries, None, eval_cfg, 0, None)
+        run_method(method, lm, template, demos, queries, eval_cfg)
     assert seen == [True, False]

@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from hydra_plugins.icl_gd_sweeper.grids_sweeper import expand
-from icl_gd.config import validate
+from icl_gd.validation import validate
 from tests.conftest import ROOT, subprocess_env
 
 # preset -> (jobs, jobs per method name); validated job by job below

@@ -11,9 +11,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from icl_gd import io, plots, report
-from icl_gd.compare import ORDER_PAIR, Job
-from icl_gd.report import ABOVE, BELOW, NA, WITHIN
+from icl_gd import io
+from icl_gd.sweep import cli, loading, logger, markdown, order, plots, report, sections, tables, verdicts
+from icl_gd.sweep.jobs import ORDER_PAIR, Job
+from icl_gd.sweep.verdicts import ABOVE, BELOW, NA, WITHIN
 from tests.conftest import ROOT, subprocess_env
 
 PNG_MAGIC = b"\x89PNG"
@@ -173,24 +174,25 @@ def accuracy_rows(revisions: tuple[str | None, ...] = (None,)) -> pd.DataFrame:
 
 
 def test_verdict_compares_the_two_intervals() -> None:
-    assert report.verdict((0.1, 0.3), (0.5, 0.9)) == BELOW
-    assert report.verdict((0.1, 0.6), (0.5, 0.9)) == WITHIN
-    assert report.verdict((0.95, 0.99), (0.5, 0.9)) == ABOVE
-    assert report.verdict((0.1, 0.3), (float("nan"), float("nan"))) == NA
-    assert report.interval(0.4, float("nan"), float("nan")) == (0.4, 0.4)  # one value: its own interval
+    assert verdicts.verdict((0.1, 0.3), (0.5, 0.9)) == BELOW
+    assert verdicts.verdict((0.1, 0.6), (0.5, 0.9)) == WITHIN
+    assert verdicts.verdict((0.95, 0.99), (0.5, 0.9)) == ABOVE
+    assert verdicts.verdict((0.1, 0.3), (float("nan"), float("nan"))) == NA
+    assert verdicts.interval(0.4, float("nan"), float("nan")) == (0.4, 0.4)  # one value: its own interval
 
 
 def test_combine_verdicts_below_on_any_metric_wins() -> None:
-    assert report.combine_verdicts([WITHIN, BELOW]) == BELOW
-    assert report.combine_verdicts([WITHIN, NA]) == WITHIN
-    assert report.combine_verdicts([NA, NA]) == NA
+    assert verdicts.combine_verdicts([WITHIN, BELOW]) == BELOW
+    assert verdicts.combine_verdicts([WITHIN, NA]) == WITHIN
+    assert verdicts.combine_verdicts([NA, NA]) == NA
 
 
 def test_headline_table_judges_each_pair_against_its_floor() -> None:
-    table = report.headline_table(headline_queries()).set_index("demos")
+    table = verdicts.headline_table(headline_queries()).set_index("demos")
     assert list(table.index) == [1, 2, 4, 8]
     assert set(table["pair_type"]) == {"icl_vs_gd"}  # the order pair is the floor, not a row
-    assert table.loc[1, "verdict"] == report.ONE_ORDER  # one demo: the "floor" compares an order with itself
+    # one demo: the "floor" compares an order with itself
+    assert table.loc[1, "verdict"] == verdicts.ONE_ORDER
     assert table.loc[2, "verdict"] == BELOW
     assert table.loc[4, "verdict"] == WITHIN
     assert table.loc[8, "verdict"] == NA
@@ -199,7 +201,7 @@ def test_headline_table_judges_each_pair_against_its_floor() -> None:
     assert table.loc[2, "overlap@k_hi"] < table.loc[2, "floor_overlap@k_lo"]
     assert table.loc[2, "accuracy_a"] == 1.0 and table.loc[2, "accuracy_b"] == 0.0
     assert table.loc[2, "n"] == 4
-    md = report.headline_md(table.reset_index(), "10")
+    md = sections.headline_md(table.reset_index(), "10")
     assert "GD ≈ ICL?" in md and "overlap@10" in md and md.count(BELOW) == 1
 
 
@@ -209,18 +211,18 @@ def test_headline_table_pools_seeds() -> None:
         + [query_rows(ORDER_PAIR, [1.0, 1.0], [1.0, 1.0], seed=s) for s in (0, 1)],
         ignore_index=True,
     )
-    row = report.headline_table(q).iloc[0]
+    row = verdicts.headline_table(q).iloc[0]
     assert row["n"] == 4 and row["overlap@k"] == pytest.approx(0.3)
 
 
 def test_label_correct_uses_labels_when_the_set_has_them() -> None:
     preds = pd.DataFrame({"gold": ["pos", "neg"], "pred_label": ["pos", "pos"], "correct": [False, False]})
-    assert report.label_correct(preds).tolist() == [1.0, 0.0]
-    assert report.label_correct(preds.drop(columns="pred_label")).tolist() == [0.0, 0.0]
+    assert loading.label_correct(preds).tolist() == [1.0, 0.0]
+    assert loading.label_correct(preds.drop(columns="pred_label")).tolist() == [0.0, 0.0]
 
 
 def test_accuracy_table_pools_queries_and_seeds() -> None:
-    table = report.accuracy_table(accuracy_rows()).set_index("method")
+    table = tables.accuracy_table(accuracy_rows()).set_index("method")
     assert table.loc["icl", "mean"] == pytest.approx(0.75)
     assert table.loc["gd", "mean"] == pytest.approx(0.25)
     assert table.loc["icl", "n"] == 8
@@ -239,7 +241,7 @@ def test_job_frame_marks_the_reference_order() -> None:
         }
         return Job(Path(f"/x/{method}{order_seed}"), config)
 
-    frame = report.job_frame([job(1), job(None), job(2), job(None, "gd")])
+    frame = loading.job_frame([job(1), job(None), job(2), job(None, "gd")])
     assert frame.set_index("folder")["reference"].to_dict() == {
         "/x/icl1": False,
         "/x/iclNone": True,
@@ -249,7 +251,7 @@ def test_job_frame_marks_the_reference_order() -> None:
 
 
 def test_dai_table_rec2ftp_and_layer_means() -> None:
-    table = report.dai_table(dai_layers(), dai_queries()).iloc[0]
+    table = tables.dai_table(dai_layers(), dai_queries()).iloc[0]
     assert table["rec2ftp"] == pytest.approx(2 / 3)
     assert table["n_ft_fixed"] == 3
     assert table["simaou"] == pytest.approx(0.6)  # mean over layers 0.5, 0.6, 0.7
@@ -260,15 +262,15 @@ def test_dai_table_rec2ftp_and_layer_means() -> None:
 
 def test_dai_layer_curves_one_point_per_layer_and_series() -> None:
     layers = pd.concat([dai_layers("m"), dai_layers("m (untrained)")], ignore_index=True)
-    curves = report.dai_layer_curves(layers)
+    curves = tables.dai_layer_curves(layers)
     assert set(curves["model"]) == {"m", "m (untrained)"}
-    assert len(curves) == 2 * 3 * len(report.DAI_SERIES)  # models x layers x series
+    assert len(curves) == 2 * 3 * len(tables.DAI_SERIES)  # models x layers x series
     top = curves[(curves["series"] == "ICL vs GD update") & (curves["layer"] == 2)]
     assert top["mean"].tolist() == pytest.approx([0.7, 0.7])
 
 
 def test_order_table_mean_std_per_method() -> None:
-    table = report.order_table(order_rows()).set_index("method")
+    table = order.order_table(order_rows()).set_index("method")
     assert table.loc["icl", "std"] == pytest.approx(0.215)
     assert table.loc["gd(batch_size=all)", "n_orders"] == 3
 
@@ -283,11 +285,11 @@ def test_sparsity_table_means_over_layers_beside_the_construction() -> None:
             "source": "construction",
         }
     )
-    table = report.sparsity_table(sparsity_rows(), construction).set_index(["source", "matrix"])
+    table = tables.sparsity_table(sparsity_rows(), construction).set_index(["source", "matrix"])
     assert table.loc[("GD update", "q_proj"), 1e-2] == pytest.approx(0.3)
     assert table.loc[("GD update", "v_proj"), 1e-4] == pytest.approx(0.25)
     assert table.loc[("construction", "W_kq"), 1e-2] == pytest.approx(0.9)
-    assert "< 0.01" in report.sparsity_md(table.reset_index())
+    assert "< 0.01" in sections.sparsity_md(table.reset_index())
 
 
 def test_sparsity_keeps_method_variants_apart() -> None:
@@ -299,15 +301,15 @@ def test_sparsity_keeps_method_variants_apart() -> None:
         ]
     )
     both.loc[both.method == "gd(optimizer=adam)", "fraction"] = 0.0
-    table = report.sparsity_table(both, pd.DataFrame()).set_index(["method", "matrix"])
+    table = tables.sparsity_table(both, pd.DataFrame()).set_index(["method", "matrix"])
     assert table.loc[("gd(optimizer=sgd)", "q_proj"), 1e-2] == pytest.approx(0.3)
     assert table.loc[("gd(optimizer=adam)", "q_proj"), 1e-2] == 0.0
-    assert set(report.sparsity_curves(both)["method"]) == {"gd(optimizer=sgd)", "gd(optimizer=adam)"}
+    assert set(tables.sparsity_curves(both)["method"]) == {"gd(optimizer=sgd)", "gd(optimizer=adam)"}
 
 
 def test_checkpoint_steps_parse_the_revision_else_keep_the_order() -> None:
-    assert report.checkpoint_steps(["step143000", "step1000"]) == {"step143000": 143000, "step1000": 1000}
-    assert report.checkpoint_steps(["main", "step1000"]) == {"main": 0, "step1000": 1}
+    assert tables.checkpoint_steps(["step143000", "step1000"]) == {"step143000": 143000, "step1000": 1000}
+    assert tables.checkpoint_steps(["main", "step1000"]) == {"main": 0, "step1000": 1}
 
 
 def test_evolution_table_follows_a_model_across_revisions() -> None:
@@ -316,26 +318,26 @@ def test_evolution_table_follows_a_model_across_revisions() -> None:
         [query_rows("icl_vs_gd", [0.2, 0.4], [0.5, 0.5], model=f"m@{r}", revision=r) for r in REVISIONS],
         ignore_index=True,
     )
-    table = report.evolution_table(acc, queries, pd.DataFrame())
+    table = tables.evolution_table(acc, queries, pd.DataFrame())
     assert set(table["metric"]) == {"accuracy", "overlap@k", "ocs"}
     assert set(table["model"]) == {"m"}
     icl = table[(table["metric"] == "accuracy") & (table["line"] == "icl, N=1")].set_index("step")
     assert icl.loc[1000, "mean"] == pytest.approx(0.75) and icl.loc[143000, "mean"] == 1.0
     # a single revision is no evolution
-    assert report.evolution_table(accuracy_rows(), queries.iloc[0:0], pd.DataFrame()).empty
+    assert tables.evolution_table(accuracy_rows(), queries.iloc[0:0], pd.DataFrame()).empty
 
 
 def test_pick_logger_keeps_the_sweeps_wandb_settings() -> None:
     jobs = {"name": "wandb", "project": "p", "tags": ["t"]}
-    assert report.pick_logger(None, jobs) == jobs
-    assert report.pick_logger({"name": "wandb"}, jobs) == jobs
-    assert report.pick_logger({"name": "none"}, jobs) == {"name": "none"}
+    assert logger.pick_logger(None, jobs) == jobs
+    assert logger.pick_logger({"name": "wandb"}, jobs) == jobs
+    assert logger.pick_logger({"name": "none"}, jobs) == {"name": "none"}
 
 
 def test_fmt_ci_half_width_and_missing() -> None:
-    assert report.fmt_ci(0.5, 0.4, 0.6) == "0.500 ± 0.100"
-    assert report.fmt_ci(0.5, float("nan"), float("nan")) == "0.500"
-    assert report.fmt_ci(float("nan"), float("nan"), float("nan")) == "—"
+    assert markdown.fmt_ci(0.5, 0.4, 0.6) == "0.500 ± 0.100"
+    assert markdown.fmt_ci(0.5, float("nan"), float("nan")) == "0.500"
+    assert markdown.fmt_ci(float("nan"), float("nan"), float("nan")) == "—"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -343,41 +345,41 @@ def test_fmt_ci_half_width_and_missing() -> None:
 
 
 def test_accuracy_figure(tmp_path: Path) -> None:
-    table = report.accuracy_table(pd.concat([accuracy_rows(), accuracy_rows().assign(demos=4)]))
-    assert is_png(plots.accuracy_vs_demos(report.accuracy_curves(table), tmp_path / "a.png"))
+    table = tables.accuracy_table(pd.concat([accuracy_rows(), accuracy_rows().assign(demos=4)]))
+    assert is_png(plots.accuracy_vs_demos(tables.accuracy_curves(table), tmp_path / "a.png"))
 
 
 def test_agreement_figure_two_datasets(tmp_path: Path) -> None:
     q = headline_queries()
     q = pd.concat([q, q.assign(dataset="agnews")], ignore_index=True)
-    assert is_png(plots.agreement_vs_demos(report.agreement_curves(q), tmp_path / "g.png", report.AGREEMENT))
+    assert is_png(plots.agreement_vs_demos(tables.agreement_curves(q), tmp_path / "g.png", tables.AGREEMENT))
 
 
 def test_layer_figure_trained_and_untrained(tmp_path: Path) -> None:
     layers = pd.concat([dai_layers("m"), dai_layers("m (untrained)")], ignore_index=True)
-    curves = report.dai_layer_curves(layers)
-    assert is_png(plots.layer_curves(curves, tmp_path / "s.png", report.DAI_ROWS))
+    curves = tables.dai_layer_curves(layers)
+    assert is_png(plots.layer_curves(curves, tmp_path / "s.png", tables.DAI_ROWS))
 
 
 def test_order_figure(tmp_path: Path) -> None:
-    assert is_png(plots.order_sensitivity(report.order_points(order_rows()), tmp_path / "o.png"))
+    assert is_png(plots.order_sensitivity(tables.order_points(order_rows()), tmp_path / "o.png"))
 
 
 def test_sparsity_figure_with_and_without_the_construction(tmp_path: Path) -> None:
-    gd = report.sparsity_curves(pd.concat([sparsity_rows(), sparsity_rows(dataset="agnews")]))
-    construction = report.construction_curves(
+    gd = tables.sparsity_curves(pd.concat([sparsity_rows(), sparsity_rows(dataset="agnews")]))
+    construction = tables.construction_curves(
         pd.DataFrame({"matrix": "W_kq", "threshold": [1e-2, 1e-4], "fraction": [0.9, 0.8]})
     )
     assert is_png(plots.sparsity(gd, construction, tmp_path / "p.png", "threshold on |Δw|"))
-    none = report.construction_curves(pd.DataFrame())
+    none = tables.construction_curves(pd.DataFrame())
     assert is_png(plots.sparsity(gd, none, tmp_path / "p0.png", "threshold on |Δw|"))
 
 
 def test_evolution_figure(tmp_path: Path) -> None:
     acc = accuracy_rows(REVISIONS).assign(model_base="m")
-    table = report.evolution_table(acc, pd.DataFrame(), dai_layers(revision=REVISIONS[0]))
-    evo = report.evolution_curves(table)
-    assert is_png(plots.weight_evolution(evo, tmp_path / "w.png", report.EVOLUTION))
+    table = tables.evolution_table(acc, pd.DataFrame(), dai_layers(revision=REVISIONS[0]))
+    evo = tables.evolution_curves(table)
+    assert is_png(plots.weight_evolution(evo, tmp_path / "w.png", tables.EVOLUTION))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -402,7 +404,7 @@ def write_job(sweep: Path, name: str, config: dict[str, Any], files: dict[str, p
 
 
 def job_files_of(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.drop(columns=[c for c in report.META if c in frame])
+    return frame.drop(columns=[c for c in loading.META if c in frame])
 
 
 def hand_built_sweep(sweep: Path) -> Path:
@@ -413,9 +415,9 @@ def hand_built_sweep(sweep: Path) -> Path:
             files = {}
             if method == "gd":
                 files = {
-                    report.DAI_LAYERS: job_files_of(dai_layers()),
-                    report.DAI_QUERIES: job_files_of(dai_queries()),
-                    report.SPARSITY: job_files_of(sparsity_rows()),
+                    io.DAI_LAYERS: job_files_of(dai_layers()),
+                    io.DAI_QUERIES: job_files_of(dai_queries()),
+                    io.SPARSITY: job_files_of(sparsity_rows()),
                 }
             config = {"model": model, "dataset": {"name": "sst2"}, "method": {"name": method}, "demos": 2}
             write_job(sweep, f"{revision}-{method}", config, files)
@@ -427,8 +429,8 @@ def hand_built_sweep(sweep: Path) -> Path:
         for r in REVISIONS
         for pair, values in (("icl_vs_gd", [0.2, 0.3, 0.2, 0.3]), (ORDER_PAIR, [0.9, 1.0, 0.9, 1.0]))
     ]
-    io.write_parquet(sweep / report.QUERIES_FILE, pd.concat(queries, ignore_index=True))
-    io.write_parquet(sweep / report.ORDER_FILE, order_rows())
+    io.write_parquet(sweep / io.COMPARISON_QUERIES, pd.concat(queries, ignore_index=True))
+    io.write_parquet(sweep / io.ORDER_SENSITIVITY, order_rows())
     return sweep
 
 
@@ -460,7 +462,7 @@ def test_hand_built_sweep_has_every_section_and_figure(
     monkeypatch.setattr("icl_gd.tracking.make_tracker", fake_make_tracker)
     path = report.build_report(sweep)
     md = path.read_text()
-    assert path == sweep / report.REPORT
+    assert path == sweep / io.REPORT
     assert "7 (6 done, 1 failed, 0 unfinished)" in md
     headings = [line for line in md.splitlines() if line.startswith("## ")]
     assert headings == [
@@ -473,12 +475,12 @@ def test_hand_built_sweep_has_every_section_and_figure(
     ]
     figures = linked_figures(md, sweep)
     assert {f.name for f in figures} == {
-        report.FIG_ACCURACY,
-        report.FIG_AGREEMENT,
-        report.FIG_DAI,
-        report.FIG_ORDER,
-        report.FIG_SPARSITY,
-        report.FIG_EVOLUTION,
+        io.FIG_ACCURACY,
+        io.FIG_AGREEMENT,
+        io.FIG_DAI,
+        io.FIG_ORDER,
+        io.FIG_SPARSITY,
+        io.FIG_EVOLUTION,
     }
     assert all(is_png(f) for f in figures)
     assert md.count(BELOW) >= 2  # one row per checkpoint, both far below the floor
@@ -503,21 +505,21 @@ def test_only_icl_jobs_still_give_a_report(tmp_path: Path) -> None:
     )
     md = report.build_report(sweep, logger_cfg={"name": "none"}).read_text()
     assert "## Accuracy" in md and "noise floor" not in md and "Dai" not in md
-    assert [f.name for f in linked_figures(md, sweep)] == [report.FIG_ACCURACY]
+    assert [f.name for f in linked_figures(md, sweep)] == [io.FIG_ACCURACY]
     # with an ICL order pair only, the floor is drawn but there is no method pair to judge
-    io.write_parquet(sweep / report.QUERIES_FILE, query_rows(ORDER_PAIR, [1.0, 0.9], [1.0, 0.9]))
+    io.write_parquet(sweep / io.COMPARISON_QUERIES, query_rows(ORDER_PAIR, [1.0, 0.9], [1.0, 0.9]))
     md = report.build_report(sweep, logger_cfg={"name": "none"}).read_text()
     assert "Only the ICL-vs-ICL order noise floor" in md and "GD ≈ ICL?" not in md
-    assert {f.name for f in linked_figures(md, sweep)} == {report.FIG_ACCURACY, report.FIG_AGREEMENT}
+    assert {f.name for f in linked_figures(md, sweep)} == {io.FIG_ACCURACY, io.FIG_AGREEMENT}
 
 
 def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as missing:
-        report.main([str(tmp_path / "nowhere"), "--logger", "none"])
+        cli.main(["report", str(tmp_path / "nowhere"), "--logger", "none"])
     assert missing.value.code == 2 and "is not a folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as empty:
-        report.main([str(tmp_path / "empty"), "--logger", "none"])
+        cli.main(["report", str(tmp_path / "empty"), "--logger", "none"])
     assert empty.value.code == 2 and "no finished language-model job" in capsys.readouterr().err
 
 
@@ -545,7 +547,7 @@ def test_report_of_a_real_sweep(tmp_path: Path) -> None:
     sweep_cmd(sweep, "dataset=sst2", "method=icl", "order_seed=null,1", "demos=1,2")
     sweep_cmd(sweep, "dataset=sst2", "method=gd", "analysis.dai=true", "analysis.sparsity=true", "demos=1,2")
     result = subprocess.run(
-        [sys.executable, "-m", "icl_gd.report", str(sweep), "--logger", "none"],
+        [sys.executable, "-m", "icl_gd.sweep", "report", str(sweep), "--logger", "none"],
         cwd=ROOT,
         env=subprocess_env(),
         capture_output=True,
@@ -553,16 +555,16 @@ def test_report_of_a_real_sweep(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    md = (sweep / report.REPORT).read_text()
+    md = (sweep / io.REPORT).read_text()
     assert "| model | dataset | N | pair |" in md and "GD ≈ ICL?" in md
     assert "| icl vs gd |" in md and "Jobs: 6 (6 done, 0 failed" in md
     figures = linked_figures(md, sweep)
     assert {f.name for f in figures} == {
-        report.FIG_ACCURACY,
-        report.FIG_AGREEMENT,
-        report.FIG_DAI,
-        report.FIG_ORDER,
-        report.FIG_SPARSITY,
+        io.FIG_ACCURACY,
+        io.FIG_AGREEMENT,
+        io.FIG_DAI,
+        io.FIG_ORDER,
+        io.FIG_SPARSITY,
     }
     assert all(is_png(f) for f in figures)
     assert "| GD update | tiny_random (untrained) | gd | q_proj |" in md

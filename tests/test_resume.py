@@ -19,11 +19,12 @@ import pandas as pd
 import pytest
 
 from icl_gd import io
-from icl_gd.compare import compare_sweep, load_jobs
 from icl_gd.config import config_hash
 from icl_gd.runner import run
+from icl_gd.sweep.compare import compare_sweep
+from icl_gd.sweep.jobs import load_jobs
 from tests.conftest import ROOT, subprocess_env
-from tests.test_tracking import offline_runs, run_folder
+from tests.helpers.wandb_runs import offline_runs, run_folder
 
 # ----------------------------------------------------------------------------------------------------------
 # A killed sweep, rerun

@@ -12,7 +12,7 @@ import yaml
 from icl_gd import io
 from icl_gd.errors import ConfigError, DataError, ModelNotFoundError
 from icl_gd.runner import run
-from tests.test_tracking import offline_runs, run_folder
+from tests.helpers.wandb_runs import offline_runs, run_folder
 
 
 def files(out: Path) -> dict:

@@ -8,12 +8,13 @@ import torch
 from icl_gd.analysis.sparsity import (
     COLUMNS,
     DEFAULT_THRESHOLDS,
-    below_counts,
-    construction_sparsity,
-    parse_param,
     summarize_sparsity,
     update_sparsity,
+    weights_sparsity,
 )
+from icl_gd.linreg.constructions import construction_weights
+from icl_gd.metrics.sparsity import below_counts
+from icl_gd.models.anatomy import parse_param
 
 THRESHOLDS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
 
@@ -92,7 +93,7 @@ def test_tensors_sharing_a_layer_and_matrix_are_pooled_and_layers_summarised() -
 
 def test_construction_sparsity_for_d3_by_hand() -> None:
     d, D = 3, 4
-    df = construction_sparsity(d, n=10, thresholds=THRESHOLDS, lr=0.7)
+    df = weights_sparsity(construction_weights(d, n=10, lr=0.7), THRESHOLDS)
     assert (
         set(df["source"]) == {"construction"} and set(df["layer"]) == {0} and set(df["n_entries"]) == {D * D}
     )
@@ -121,7 +122,7 @@ def test_fractions_do_not_increase_as_the_threshold_falls() -> None:
     for _, rows in df.groupby(["layer", "matrix"]):
         fractions = rows.sort_values("threshold", ascending=False)["fraction"].tolist()
         assert fractions == sorted(fractions, reverse=True) and fractions[0] > fractions[-1]
-    construction = construction_sparsity(5, 20)
+    construction = weights_sparsity(construction_weights(5, 20))
     for _, rows in construction.groupby("matrix"):
         fractions = rows.sort_values("threshold", ascending=False)["fraction"].tolist()
         assert fractions == sorted(fractions, reverse=True)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import pytest
 from icl_gd import tracking
 from icl_gd.errors import ConfigError
 from icl_gd.tracking import NullTracker, Tracker, WandbTracker, make_tracker
+from tests.helpers.wandb_runs import offline_runs, run_folder
 
 wandb = pytest.importorskip("wandb")
 
@@ -58,70 +57,6 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def make(out: Path, **kw: Any) -> Tracker:
     args = {"config": {"seed": 0, "model": {"name": "tiny_random"}}, "group": "sweep-1", "job_type": "icl"}
     return make_tracker(kw.pop("logger_cfg", WANDB_CFG), output_dir=out, **(args | kw))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Reading an offline run back
-
-
-def read_records(wandb_file: Path) -> list[Any]:
-    """Records of a .wandb file: a 7-byte header (":W&B", magic, version), then 32 KiB blocks of chunks,
-    each chunk = crc32 (4 bytes) + length (2, little endian) + type (1: full, 2: first, 3: middle, 4: last)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data, block = wandb_file.read_bytes(), 32 * 1024
-    assert data[:4] == b":W&B"
-    pos, buf, out = 7, b"", []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # too little room left for a chunk header: the block is padded
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        buf += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(buf)
-            out.append(record)
-            buf = b""
-    return out
-
-
-def finished_records(run_dir: Path, timeout_s: float = 60.0) -> list[Any]:
-    """The records of a run once its `exit` record is on disk: wandb-core flushes the file shortly after
-    `finish()` returns, later still on a loaded machine."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        files = list(run_dir.glob("run-*.wandb"))
-        records = read_records(files[0]) if len(files) == 1 else []
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
-            return records
-        time.sleep(0.2)
-
-
-def run_folder(run_dir: Path) -> dict[str, Any]:
-    """What an offline run holds: run record fields, config, summary and history keys."""
-    info: dict[str, Any] = {"config": {}, "summary": {}, "history_keys": set()}
-    for r in finished_records(run_dir):
-        kind = r.WhichOneof("record_type")
-        if kind == "run":
-            info |= {"group": r.run.run_group, "job_type": r.run.job_type, "name": r.run.display_name}
-            info["tags"] = list(r.run.tags)
-            info["config"] |= {u.key: json.loads(u.value_json) for u in r.run.config.update}
-        elif kind == "summary":
-            for u in r.summary.update:
-                path = list(u.nested_key) or [u.key]
-                node = info["summary"]
-                for k in path[:-1]:
-                    node = node.setdefault(k, {})
-                node[path[-1]] = json.loads(u.value_json)
-        elif kind == "history":
-            info["history_keys"] |= {(list(i.nested_key) or [i.key])[0] for i in r.history.item}
-    return info
-
-
-def offline_runs(out: Path) -> list[Path]:
-    return sorted((out / "wandb").glob("offline-run-*"))
 
 
 # ----------------------------------------------------------------------------------------------------------

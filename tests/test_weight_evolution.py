@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from icl_gd.compare import compare_sweep
 from icl_gd.errors import ModelNotFoundError
 from icl_gd.models import load_model
 from icl_gd.models.loading import clear_cache, local_revision
 from icl_gd.runner import run
+from icl_gd.sweep.compare import compare_sweep
 from tests.conftest import ROOT, compose_config, subprocess_env
 
 STEPS = (0, 30)

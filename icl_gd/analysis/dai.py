@@ -16,7 +16,6 @@ the same tokens. Per-query values are averaged over layers and summarised with `
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -25,8 +24,9 @@ from torch import Tensor
 
 from icl_gd.analysis.hooks import capture
 from icl_gd.data import Example, Template
-from icl_gd.methods.predict import continuation_ids, encode
-from icl_gd.metrics import summarize
+from icl_gd.metrics.dai import rec2ftp, simam, simaou, simaou_random
+from icl_gd.metrics.intervals import summarize
+from icl_gd.models.forward import continuation_ids, encode
 
 COSINE_METRICS = ("simaou", "simaou_random", "simam_ft", "simam_zs")
 
@@ -40,54 +40,6 @@ class Collected:
     query_len: Tensor  # (Q,) Lq_i, the number of query tokens (the real width of each map row)
     correct: Tensor  # (Q,) bool
     ids: list[list[int]]  # the input ids of each query (prefix + query tokens)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Pure metrics
-
-
-def rec2ftp(zs_correct: Tensor, icl_correct: Tensor, ft_correct: Tensor) -> tuple[float, int]:
-    """(fraction, n_ft): of the n_ft queries that ZS gets wrong and GD gets right, the fraction ICL gets right.
-
-    Inputs (Q,) bool. The fraction is nan when n_ft == 0.
-    """
-    corrected = ~zs_correct.bool() & ft_correct.bool()
-    n_ft = int(corrected.sum())
-    if n_ft == 0:
-        return math.nan, 0
-    return float((icl_correct.bool() & corrected).sum()) / n_ft, n_ft
-
-
-def row_cosine(a: Tensor, b: Tensor) -> Tensor:
-    """Rowwise cosine similarity (Q,) in float64 of (Q, ...) tensors; 0 for a row where either side is zero."""
-    if a.shape != b.shape:
-        raise ValueError(f"row_cosine: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
-    a = a.to(torch.float64).flatten(1)
-    b = b.to(torch.float64).flatten(1)
-    denom = a.norm(dim=1) * b.norm(dim=1)
-    dot = (a * b).sum(1)
-    return torch.where(denom > 0, dot / denom.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
-
-
-def simaou(zs: Tensor, icl: Tensor, ft: Tensor) -> Tensor:
-    """(Q,) cosine of the ICL update (icl - zs) and the GD update (ft - zs) of one layer's attention output."""
-    zs = zs.to(torch.float64)
-    return row_cosine(icl.to(torch.float64) - zs, ft.to(torch.float64) - zs)
-
-
-def random_update_like(x: Tensor, generator: torch.Generator) -> Tensor:
-    """A standard normal tensor of x's shape (float64): the random update of the SimAOU baseline."""
-    return torch.randn(x.shape, generator=generator, dtype=torch.float64)
-
-
-def simaou_random(zs: Tensor, icl: Tensor, generator: torch.Generator) -> Tensor:
-    """(Q,) cosine of the ICL update with a random update: the SimAOU baseline."""
-    return row_cosine(icl.to(torch.float64) - zs.to(torch.float64), random_update_like(zs, generator))
-
-
-def simam(map_a: Tensor, map_b: Tensor) -> Tensor:
-    """(Q,) cosine of two attention maps (Q, heads, L) over the same L tokens, after averaging over heads."""
-    return row_cosine(map_a.to(torch.float64).mean(1), map_b.to(torch.float64).mean(1))
 
 
 # ---------------------------------------------------------------------------------------------------------

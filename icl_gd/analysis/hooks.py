@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from icl_gd.methods.predict import logits_at
+from icl_gd.models.anatomy import attention_implementation, attention_module, decoder_layers
+from icl_gd.models.forward import logits_at
 
 EAGER = "eager"  # the only attention implementation that returns its weights
 
@@ -32,69 +33,6 @@ class Capture:
         list[Tensor] | None
     )  # per layer (B, heads, T_max) float32: last token's weights, zero on padding
     logits_last: Tensor  # (B, V) float32
-
-
-def unwrap(model) -> nn.Module:
-    """The transformers model inside a peft PeftModel (itself otherwise)."""
-    if hasattr(model, "get_base_model"):
-        return model.get_base_model()
-    inner = getattr(getattr(model, "base_model", None), "model", None)
-    return inner if isinstance(inner, nn.Module) and type(model).__name__.startswith("Peft") else model
-
-
-# (attribute path to the decoder layers, attribute of a layer holding its attention module), per family
-_LAYER_PATHS = (("model", "layers"), ("transformer", "h"), ("gpt_neox", "layers"))
-_ATTENTION_NAMES = ("self_attn", "attn", "attention")
-
-
-def decoder_layers(model) -> nn.ModuleList:
-    """The decoder layers of a Llama-family, GPT-2 or GPT-NeoX model, or of a peft model wrapping one."""
-    base = unwrap(model)
-    for outer, inner in _LAYER_PATHS:
-        layers = getattr(getattr(base, outer, None), inner, None)
-        if isinstance(layers, nn.ModuleList):
-            return layers
-    raise ValueError(
-        f"cannot find the decoder layers of {type(base).__name__}: expected model.layers (Llama), "
-        "transformer.h (GPT-2) or gpt_neox.layers (GPT-NeoX)."
-    )
-
-
-def attention_module(layer: nn.Module) -> nn.Module:
-    """The self-attention module of one decoder layer."""
-    for name in _ATTENTION_NAMES:
-        module = getattr(layer, name, None)
-        if isinstance(module, nn.Module):
-            return module
-    raise ValueError(
-        f"cannot find the attention module of {type(layer).__name__}: expected one of {_ATTENTION_NAMES}."
-    )
-
-
-def attn_implementation(model) -> str | None:
-    return unwrap(model).config._attn_implementation
-
-
-def _set_attn_implementation(model, name: str | None) -> None:
-    base = unwrap(model)
-    if hasattr(base, "set_attn_implementation"):
-        base.set_attn_implementation(name)
-    else:
-        base.config._attn_implementation = name
-
-
-@contextlib.contextmanager
-def attention_implementation(model, name: str) -> Iterator[None]:
-    """Run the model with attention implementation `name`, restoring the previous one on exit."""
-    previous = attn_implementation(model)
-    if previous == name:
-        yield
-        return
-    _set_attn_implementation(model, name)
-    try:
-        yield
-    finally:
-        _set_attn_implementation(model, previous)
 
 
 @contextlib.contextmanager

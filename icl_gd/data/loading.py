@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from icl_gd.config import DATA_ENV
+from icl_gd.data.paths import DATA_ENV
 from icl_gd.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from icl_gd.linreg.models import LSA, LSAConfig
+from icl_gd.linreg.models import GD, LSA, LSAConfig
 
 
 def gd_weights(n: int, lr: Tensor, precond: Tensor, w0: Tensor) -> dict[str, Tensor]:
@@ -102,3 +102,41 @@ def golden_section(f: Callable[[Tensor], Tensor], lo: Tensor, hi: Tensor, iters:
         c, d = c_new, d_new
         fc, fd = f(c), f(d)
     return (a + b) / 2
+
+
+def construction_weights(d: int, n: int, lr: float = 1.0) -> dict[str, Tensor]:
+    """von Oswald et al.'s LSA weights for one GD step from w0 = 0 with H = I, (D, D) each, D = d + 1, and the
+    products that act on the tokens: W_K^T W_Q (the attention scores' bilinear form) and P W_V (what is written)."""
+    w = gd_weights(
+        n,
+        torch.tensor([lr], dtype=torch.float64),
+        torch.eye(d, dtype=torch.float64)[None],
+        torch.zeros(1, d, dtype=torch.float64),
+    )
+    w = {k: v[0] for k, v in w.items()}  # the one member
+    return {**w, "wk_t_wq": w["wk"].T @ w["wq"], "proj_wv": w["proj"] @ w["wv"]}
+
+
+def construction_check(
+    d: int, n: int, stack: int, tasks: int, generator: torch.Generator
+) -> dict[str, float]:
+    """On random float64 prompts: the max |error| of the von Oswald LSA against one GD step, of `stack` stacked
+    layers against as many steps, and of the preconditioned construction against preconditioned GD (~1e-15)."""
+    g = generator
+    xs = torch.randn(1, tasks, n + 1, d, generator=g, dtype=torch.float64)
+    ys = torch.randn(1, tasks, n + 1, generator=g, dtype=torch.float64)
+    lr = torch.rand(1, generator=g, dtype=torch.float64)  # an arbitrary step in (0, 1)
+    w0 = torch.randn(1, d, generator=g, dtype=torch.float64)
+    precond = torch.randn(1, d, d, generator=g, dtype=torch.float64)
+    eye = torch.eye(d, dtype=torch.float64)[None]
+    out = {}
+    with torch.no_grad():
+        for name, h, layers in [
+            ("one_step", eye, 1),
+            (f"stack{stack}", eye, stack),
+            ("preconditioned", precond, 1),
+        ]:
+            lsa = GDConstruction(n, lr, h, w0, layers=layers)
+            gd = GD((lr / n)[:, None, None] * h, steps=layers, w0=w0)
+            out[f"construction/{name}_max_abs_err"] = float((lsa(xs, ys) - gd(xs, ys)).abs().max())
+    return out

@@ -2,7 +2,8 @@
 
 All predictors see exactly the same fresh tasks, so their risks can be compared pairwise: the paired difference to
 a reference predictor whose risk is known in closed form has a far smaller standard error than either risk alone
-(a control variate). Intervals are normal-approximation 95% intervals, mean +- 1.96 standard errors.
+(a control variate). Intervals are normal-approximation 95% intervals, mean +- 1.96 standard errors
+(`icl_gd.metrics.normal_interval`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from icl_gd.linreg.data import TaskSampler
-
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
+from icl_gd.metrics import normal_interval
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Risk:
 
     @property
     def ci95(self) -> tuple[Tensor, Tensor]:
-        return self.mean - Z95 * self.se, self.mean + Z95 * self.se
+        return normal_interval(self.mean, self.se)
 
 
 class _Moments:

@@ -1,7 +1,9 @@
 """Figures of the linear-regression lab: empirical points with 95% bands beside the theory curves.
 
-Pure plotting: each function takes tidy DataFrames and a path, writes one PNG (Agg backend, no display) and
-returns the path. Bands are normal-approximation 95% intervals of the Monte Carlo estimates.
+Pure plotting: each function takes tidy DataFrames and a path, writes one PNG (Agg backend, no display) through
+the shared `icl_gd.style.save` and returns the path. Lines, bands, sizes and colours are the shared style of
+both reports (icl_gd/style.py); only the theory curves' style is the lab's own. Bands are normal-approximation
+95% intervals of the Monte Carlo estimates.
 """
 
 from __future__ import annotations
@@ -14,14 +16,36 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from icl_gd.plots import save  # noqa: E402 -- one figure writer (layout, PNG, close) for every report
+from icl_gd.style import (  # noqa: E402
+    BAND_ALPHA,
+    BASELINE_STYLE,
+    LEGEND_SIZE,
+    MAIN_STYLE,
+    PANEL_SIZE,
+    TITLE_SIZE,
+    UNIT_RANGE,
+    colors,
+    save,
+)
 
-MAIN_STYLE = {"marker": "o", "linestyle": "-", "linewidth": 1.5, "markersize": 5}
-BASELINE_STYLE = {"linestyle": ":", "linewidth": 1.0, "markersize": 4, "alpha": 0.8}
-BASELINE_MARKERS = ("s", "^", "v", "x", "D", "P")
-THEORY_STYLE = {"linestyle": "--", "linewidth": 1.2}
-BAND_ALPHA = 0.2
-FIGSIZE = (6.4, 4.4)
+BASELINE_MARKERS = ("s", "^", "v", "x", "D", "P")  # one per baseline, so lines of one colour stay apart
+MARKER_SIZE = 4
+THEORY_STYLE = {"linestyle": "--", "linewidth": 1.2}  # the lab's own: theory beside the measured points
+WIDE = 4 / 3  # single-panel figures are wider than a report panel: they carry a two-column legend
+
+
+def _baseline(marker: str) -> dict:
+    return {**BASELINE_STYLE, "marker": marker, "markersize": MARKER_SIZE}
+
+
+def _single() -> tuple[plt.Figure, plt.Axes]:
+    fig, ax = plt.subplots(figsize=(PANEL_SIZE[0] * WIDE, PANEL_SIZE[1] * WIDE))
+    return fig, ax
+
+
+def _row(panels: int) -> tuple[plt.Figure, list[plt.Axes]]:
+    fig, axes = plt.subplots(1, panels, figsize=(PANEL_SIZE[0] * panels, PANEL_SIZE[1]), squeeze=False)
+    return fig, list(axes[0])
 
 
 def risk_vs_axis(
@@ -37,10 +61,11 @@ def risk_vs_axis(
 
     risks: columns [axis, line, predictor, mean, lo, hi]; theory: columns [axis, line, risk] (dense where closed).
     """
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (line, df) in enumerate(risks.groupby("line", sort=False)):
-        c = colors[i % len(colors)]
+    fig, ax = _single()
+    groups = list(risks.groupby("line", sort=False))
+    palette = colors([line for line, _ in groups])
+    for i, (line, df) in enumerate(groups):
+        c = palette[line]
         label = f" ({line})" if line else ""
         m = df[df.predictor == main].sort_values(axis)
         ax.plot(m[axis], m["mean"], color=c, label=f"{main}{label}", **MAIN_STYLE)
@@ -50,18 +75,11 @@ def risk_vs_axis(
         for b, marker in zip(baselines, BASELINE_MARKERS, strict=False):
             bd = df[df.predictor == b].sort_values(axis)
             if len(bd):
-                ax.plot(
-                    bd[axis],
-                    bd["mean"],
-                    color=c,
-                    marker=marker,
-                    label=b if i == 0 else None,
-                    **BASELINE_STYLE,
-                )
+                ax.plot(bd[axis], bd["mean"], color=c, label=b if i == 0 else None, **_baseline(marker))
     ax.set_xlabel(axis)
     ax.set_ylabel("query risk E(y_hat - y)^2")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=TITLE_SIZE)
+    ax.legend(fontsize=LEGEND_SIZE, ncol=2)
     return save(fig, path)
 
 
@@ -71,23 +89,24 @@ def prefix_curves(curves: pd.DataFrame, theory: pd.DataFrame, path: Path, panels
     curves: columns [panel, predictor, position, mean, lo, hi]; theory: columns [panel, curve, position, risk].
     """
     names = list(dict.fromkeys(curves["panel"]))[:panels]
-    fig, axes = plt.subplots(
-        1, len(names), figsize=(FIGSIZE[0] * 0.75 * len(names), FIGSIZE[1]), squeeze=False
-    )
-    for ax, name in zip(axes[0], names, strict=True):
-        for (pred, df), marker in zip(
-            curves[curves.panel == name].groupby("predictor", sort=False), BASELINE_MARKERS, strict=False
-        ):
-            line = ax.plot(df["position"], df["mean"], label=pred, marker=marker, **BASELINE_STYLE)[0]
-            ax.fill_between(
-                df["position"], df["lo"], df["hi"], color=line.get_color(), alpha=BAND_ALPHA, linewidth=0
-            )
+    palette = colors(
+        [*dict.fromkeys(curves["predictor"]), *dict.fromkeys(theory["curve"])]
+    )  # no shared colour
+    fig, axes = _row(len(names))
+    for ax, name in zip(axes, names, strict=True):
+        by_pred = curves[curves.panel == name].groupby("predictor", sort=False)
+        for (pred, df), marker in zip(by_pred, BASELINE_MARKERS, strict=False):
+            c = palette[pred]
+            ax.plot(df["position"], df["mean"], color=c, label=pred, **_baseline(marker))
+            ax.fill_between(df["position"], df["lo"], df["hi"], color=c, alpha=BAND_ALPHA, linewidth=0)
         for curve, df in theory[theory.panel == name].groupby("curve", sort=False):
-            ax.plot(df["position"], df["risk"], label=f"theory: {curve}", **THEORY_STYLE)
+            ax.plot(
+                df["position"], df["risk"], color=palette[curve], label=f"theory: {curve}", **THEORY_STYLE
+            )
         ax.set_xlabel("in-context examples before the query")
-        ax.set_title(name.lstrip("@"), fontsize=9)
-    axes[0][0].set_ylabel("risk")
-    axes[0][0].legend(fontsize=7)
+        ax.set_title(name.lstrip("@"), fontsize=TITLE_SIZE - 1)
+    axes[0].set_ylabel("risk")
+    axes[0].legend(fontsize=LEGEND_SIZE)
     return save(fig, path)
 
 
@@ -97,18 +116,18 @@ def evolution(evo: pd.DataFrame, path: Path) -> Path:
     evo: columns [step, line, metric, mean, lo, hi] with lo/hi the min/max over seeds.
     """
     metrics = list(dict.fromkeys(evo["metric"]))
-    fig, axes = plt.subplots(
-        1, len(metrics), figsize=(FIGSIZE[0] * 0.7 * len(metrics), FIGSIZE[1]), squeeze=False
-    )
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    palette = colors(list(dict.fromkeys(evo["line"])))
+    fig, axes = _row(len(metrics))
+    for ax, metric in zip(axes, metrics, strict=True):
         for line, df in evo[evo.metric == metric].groupby("line", sort=False):
             x = df["step"].clip(lower=1)  # log axis: the initial checkpoint sits at step 1
-            p = ax.plot(x, df["mean"], label=line or metric, **MAIN_STYLE)[0]
-            ax.fill_between(x, df["lo"], df["hi"], color=p.get_color(), alpha=BAND_ALPHA, linewidth=0)
+            c = palette[line]
+            ax.plot(x, df["mean"], color=c, label=line or metric, **MAIN_STYLE)
+            ax.fill_between(x, df["lo"], df["hi"], color=c, alpha=BAND_ALPHA, linewidth=0)
         ax.set_xscale("log")
         ax.set_xlabel("training step")
-        ax.set_title(metric, fontsize=9)
-    axes[0][0].legend(fontsize=7)
+        ax.set_title(metric, fontsize=TITLE_SIZE - 1)
+    axes[0].legend(fontsize=LEGEND_SIZE)
     return save(fig, path)
 
 
@@ -117,13 +136,15 @@ def sparsity(sp: pd.DataFrame, path: Path) -> Path:
 
     sp: columns [weights, threshold, fraction].
     """
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig, ax = _single()
+    names = list(dict.fromkeys(sp["weights"]))
+    palette = colors(names)
     for name, df in sp.groupby("weights", sort=False):
-        style = {**BASELINE_STYLE, "marker": "s"} if name.startswith("construction") else MAIN_STYLE
-        ax.plot(df["threshold"], df["fraction"], label=name, **style)
+        style = _baseline("s") if name.startswith("construction") else MAIN_STYLE
+        ax.plot(df["threshold"], df["fraction"], color=palette[name], label=name, **style)
     ax.set_xscale("log")
     ax.set_xlabel("threshold on |w| / max |w|")
     ax.set_ylabel("fraction of entries below")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7)
+    ax.set_ylim(*UNIT_RANGE)
+    ax.legend(fontsize=LEGEND_SIZE)
     return save(fig, path)

@@ -21,7 +21,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from icl_gd.errors import ConfigError, DivergedError
-from icl_gd.methods.predict import _pad, continuation_ids, encode
+from icl_gd.models import anatomy
+from icl_gd.models.forward import continuation_ids, encode, pad
 
 IGNORE = -100  # label id that cross-entropy skips: prompt and padding tokens carry no loss
 ANSWER = "answer"  # TrainResult.loss_kind of ordinary GD: the answer-token loss at the model's output
@@ -57,28 +58,20 @@ def build_batch(
 def answer_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
     """Mean cross-entropy over the answer tokens of a batch of demos."""
     device = next(model.parameters()).device
-    ids, mask = _pad([b[0] for b in batch], pad_id, device)
-    labels, _ = _pad([b[1] for b in batch], IGNORE, device)
+    ids, mask = pad([b[0] for b in batch], pad_id, device)
+    labels, _ = pad([b[1] for b in batch], IGNORE, device)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
     return nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE
     )
 
 
-FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")  # the decoder's final norm: Llama/Mistral, GPT-2, GPT-NeoX
-
-
 def _final_norm(model) -> nn.Module:
-    """The norm the decoder applies to the last layer's output before the unembedding."""
-    decoder = model.get_decoder()
-    for name in FINAL_NORMS:
-        norm = getattr(decoder, name, None)
-        if isinstance(norm, nn.Module):
-            return norm
-    raise ConfigError(
-        f"layer-causal GD cannot find the final norm of {type(model).__name__} (looked for {list(FINAL_NORMS)}): "
-        "set method.layer_causal=false."
-    )
+    """The decoder's final norm, or a ConfigError with the fix for layer-causal GD."""
+    try:
+        return anatomy.final_norm(model)
+    except ValueError as e:
+        raise ConfigError(f"layer-causal GD: {e} Then set method.layer_causal=false.") from None
 
 
 def _detach_input(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -98,8 +91,8 @@ def per_layer_losses(
     is `answer_loss`. Only the answer positions are read out, so no (layers, B, T, V) logits are ever held.
     """
     device = next(model.parameters()).device
-    ids, mask = _pad([b[0] for b in batch], pad_id, device)
-    labels, _ = _pad([b[1] for b in batch], IGNORE, device)
+    ids, mask = pad([b[0] for b in batch], pad_id, device)
+    labels, _ = pad([b[1] for b in batch], IGNORE, device)
     targets = labels[:, 1:]
     keep = targets != IGNORE  # (B, T-1): positions whose next token is an answer token
     norm, unembed = _final_norm(model), model.get_output_embeddings()
@@ -133,10 +126,8 @@ def layer_causal_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: i
 
 def decoder_layers(model) -> nn.ModuleList:
     """The decoder layers (Llama, GPT-2, GPT-NeoX, or a peft model around one), or a ConfigError saying what to use."""
-    from icl_gd.analysis.hooks import decoder_layers as find  # noqa: PLC0415
-
     try:
-        return find(model)
+        return anatomy.decoder_layers(model)
     except ValueError as e:
         raise ConfigError(f"{e} Use method.params=all.") from None
 
@@ -147,7 +138,7 @@ def select_parameters(model, cfg: DictConfig) -> dict[str, nn.Parameter]:
     if cfg.params == "all":
         return named
     if cfg.params == "attn_kv":
-        chosen = {n: p for n, p in named.items() if ".k_proj." in n or ".v_proj." in n}
+        chosen = {n: p for n, p in named.items() if any(k in n for k in anatomy.KV_PROJECTIONS)}
     else:  # layer_v
         layers = decoder_layers(model)
         if not -len(layers) <= cfg.layer < len(layers):
@@ -155,7 +146,9 @@ def select_parameters(model, cfg: DictConfig) -> dict[str, nn.Parameter]:
                 f"method.layer={cfg.layer} is out of range for a {len(layers)}-layer model: use 0..{len(layers) - 1}."
             )
         idx = cfg.layer % len(layers)
-        chosen = {f"layer{idx}.{n}": p for n, p in layers[idx].named_parameters() if "v_proj." in n}
+        chosen = {
+            f"layer{idx}.{n}": p for n, p in layers[idx].named_parameters() if anatomy.VALUE_PROJECTION in n
+        }
     if not chosen:
         raise ConfigError(
             f"method.params={cfg.params} found no k_proj/v_proj parameters in {type(model).__name__} "
@@ -276,18 +269,12 @@ def train(
     return result
 
 
-def linear_module_names(model) -> list[str]:
-    """Leaf names of the linear layers a LoRA adapter can target (q_proj, v_proj, ...)."""
-    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    return sorted(names)
-
-
 @contextlib.contextmanager
 def lora_adapter(model, cfg: DictConfig) -> Iterator[tuple[object, dict[str, nn.Parameter]]]:
     """Wrap `model` with a fresh LoRA adapter; yields (peft model, adapter params); removes the adapter on exit."""
     from peft import LoraConfig, get_peft_model  # noqa: PLC0415
 
-    available = linear_module_names(model)
+    available = anatomy.linear_module_names(model)
     missing = [t for t in cfg.target_modules if t not in available]
     if missing:
         raise ConfigError(

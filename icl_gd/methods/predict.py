@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from icl_gd.models import forward as F
+
 log = logging.getLogger(__name__)
 
 MIN_SHARED_TOKENS = (
@@ -41,52 +43,6 @@ class Predictions:
     entropy: Tensor  # (Q,) nats, of the full next-token distribution
     label_probs: Tensor | None  # (Q, L) probability of each label word's token sequence
     full_dist: Tensor | None  # (Q, V) float16, when asked for
-
-
-def encode(tokenizer, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
-    return [tokenizer(t, add_special_tokens=add_special_tokens).input_ids for t in texts]
-
-
-def continuation_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of an answer continuation as it follows the prompt (" walked"): no BOS, no EOS."""
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    if not ids:
-        raise ValueError(f"the answer {text!r} encodes to no tokens")
-    return ids
-
-
-def _pad(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _decoder(model):
-    """The model without its unembedding, when it has one apart (every causal LM of transformers does)."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    return decoder if decoder is not None and decoder is not model else None
-
-
-def _forward_at(model, positions: Tensor, **inputs) -> Tensor:
-    """Logits (B, P, V) at `positions` (B, P) of a forward pass, unembedding only those positions."""
-    positions = positions.to(inputs["input_ids"].device)
-    decoder = _decoder(model)
-    if decoder is not None:
-        h = decoder(**inputs).last_hidden_state  # (B, T, H)
-        h = torch.gather(h, 1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
-        return model.get_output_embeddings()(h).float()
-    logits = model(**inputs).logits  # (B, T, V): models without a separable decoder
-    return torch.gather(logits, 1, positions[..., None].expand(-1, -1, logits.shape[-1])).float()
-
-
-def logits_at(model, seqs: list[list[int]], positions: Tensor, pad_id: int) -> Tensor:
-    """Logits (B, P, V) at `positions` (B, P) of right-padded sequences, unembedding only those positions."""
-    ids, mask = _pad(seqs, pad_id, next(model.parameters()).device)
-    return _forward_at(model, positions, input_ids=ids, attention_mask=mask)
 
 
 @torch.no_grad()
@@ -108,17 +64,17 @@ def predict(
     used when the prompts share at least MIN_SHARED_TOKENS tokens and the model supports it).
     """
     add_special = True if add_bos is None else add_bos
-    prompt_ids = encode(tokenizer, prompts, add_special)
-    gold = torch.tensor([continuation_ids(tokenizer, a)[0] for a in answers])
-    label_ids = [continuation_ids(tokenizer, w) for w in label_words] if label_words else []
+    prompt_ids = F.encode(tokenizer, prompts, add_special)
+    gold = torch.tensor([F.continuation_ids(tokenizer, a)[0] for a in answers])
+    label_ids = [F.continuation_ids(tokenizer, w) for w in label_words] if label_words else []
     pad = tokenizer.pad_token_id
     n_shared = shared_prefix_length(prompt_ids)
     if prefix_cache and n_shared >= MIN_SHARED_TOKENS and len(prompts) > 1 and supports_prefix_cache(model):
-        order, batches = _cached_batches(model, prompt_ids, n_shared, label_ids, batch_size, pad)
+        order, batches = cached_batches(model, prompt_ids, n_shared, label_ids, batch_size, pad)
     else:
         order, batches = (
             list(range(len(prompts))),
-            _naive_batches(model, prompt_ids, label_ids, batch_size, pad),
+            naive_batches(model, prompt_ids, label_ids, batch_size, pad),
         )
     out: dict[str, list[Tensor]] = {k: [] for k in ("ids", "probs", "gold", "ent", "labels", "full")}
     done = 0
@@ -142,12 +98,12 @@ def predict(
 
 
 @torch.no_grad()
-def _naive_batches(model, prompt_ids: list[list[int]], label_ids: list[list[int]], batch_size: int, pad: int):
+def naive_batches(model, prompt_ids: list[list[int]], label_ids: list[list[int]], batch_size: int, pad: int):
     """(answer-position log-probs, label log-probs) per batch of whole prompts, in the prompts' order."""
     for start in range(0, len(prompt_ids), batch_size):
         seqs = prompt_ids[start : start + batch_size]
         last = torch.tensor([len(s) - 1 for s in seqs])[:, None]  # (B, 1)
-        logp = torch.log_softmax(logits_at(model, seqs, last, pad)[:, 0], dim=-1).cpu()  # (B, V)
+        logp = torch.log_softmax(F.logits_at(model, seqs, last, pad)[:, 0], dim=-1).cpu()  # (B, V)
         yield logp, (_label_logprobs(model, seqs, logp, label_ids, pad) if label_ids else None)
 
 
@@ -162,7 +118,7 @@ def _label_logprobs(
             ext = [s + ids[:-1] for s in seqs]
             # positions whose next token is ids[1:], i.e. the last prompt token + each appended token but the last
             pos = torch.tensor([[len(s) - 1 + j for j in range(1, len(ids))] for s in seqs])  # (B, m-1)
-            rest = torch.log_softmax(logits_at(model, ext, pos, pad), dim=-1).cpu()  # (B, m-1, V)
+            rest = torch.log_softmax(F.logits_at(model, ext, pos, pad), dim=-1).cpu()  # (B, m-1, V)
             nxt = torch.tensor(ids[1:])[None, :, None].expand(len(seqs), -1, 1)
             lp = lp + rest.gather(2, nxt)[..., 0].sum(-1)
         cols.append(lp)
@@ -195,7 +151,7 @@ def _cache_kwarg(decoder) -> str | None:
 
 def supports_prefix_cache(model) -> bool:
     """A decoder-only model with a separable decoder that takes a DynamicCache and position ids."""
-    decoder = _decoder(model)
+    decoder = F.decoder_of(model)
     if decoder is None or getattr(model.config, "is_encoder_decoder", False):
         return False
     try:
@@ -220,7 +176,7 @@ def _kv(cache) -> list[tuple[Tensor, Tensor]]:
 
 def _decode(model, cache, ids: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
     """Hidden states (B, T, H) of `ids` run against `cache` (extended in place)."""
-    decoder = _decoder(model)
+    decoder = F.decoder_of(model)
     inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids, "use_cache": True}
     return decoder(**inputs, **{_cache_kwarg(decoder): cache}).last_hidden_state
 
@@ -235,7 +191,7 @@ def prefix_kv(model, prefix: list[int]) -> list[tuple[Tensor, Tensor]]:
     return _kv(cache)
 
 
-def _cached_batches(
+def cached_batches(
     model,
     prompt_ids: list[list[int]],
     n_prefix: int,
@@ -256,7 +212,7 @@ def _cached_batches(
             rows = order[start : start + batch_size]
             suffixes = [prompt_ids[i][n_prefix:] for i in rows]
             B = len(rows)
-            ids, qmask = _pad(suffixes, pad, device)  # (B, T)
+            ids, qmask = F.pad(suffixes, pad, device)  # (B, T)
             T = ids.shape[1]
             cache = _new_cache(model, [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in kv])
             ones = torch.ones((B, n_prefix), dtype=qmask.dtype, device=device)

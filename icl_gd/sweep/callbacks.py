@@ -35,6 +35,7 @@ class LauncherNotInstalled(ConfigError):
 
 
 def _installed(module: str) -> bool:
+    """Whether `module` can be imported, without importing it."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a missing parent package, or a module set to None in sys.modules
@@ -72,13 +73,17 @@ def check_writable(folder: str, key: str) -> None:
 
 
 class CompareOnMultirunEnd(Callback):
+    """Checks the output folder and the launcher before a run; compares and reports a multirun at its end."""
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A single run: its output folder must be writable."""
         try:
             check_writable(config.hydra.run.dir, "hydra.run.dir")
         except ConfigError as e:
             raise SystemExit(f"ConfigError: {e}") from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A multirun: the launcher's plugin must be installed and the sweep folder writable."""
         try:  # before Hydra instantiates the launcher and makes the sweep folder
             check_launcher(config)
             check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
@@ -87,12 +92,13 @@ class CompareOnMultirunEnd(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Compare the sweep's jobs, then write its report; a failure of either is logged, never raised."""
-        from icl_gd.compare import compare_sweep  # noqa: PLC0415
-        from icl_gd.report import EmptySweepError, build_report  # noqa: PLC0415
+        from icl_gd.sweep.compare import compare_sweep  # noqa: PLC0415 -- torch and pandas, only at the end
+        from icl_gd.sweep.loading import EmptySweepError  # noqa: PLC0415
+        from icl_gd.sweep.report import build_report  # noqa: PLC0415
 
         sweep = config.hydra.sweep.dir
         for what, step, rerun in (
-            ("comparison", compare_sweep, "python -m icl_gd.compare {}"),
+            ("comparison", compare_sweep, "python -m icl_gd.sweep compare {}"),
             ("report", build_report, "make report SWEEP={}"),
         ):
             try:

@@ -1,7 +1,7 @@
 """Figures of a language-model sweep's report: one function per figure, tidy frames in, one PNG out.
 
-Pure plotting (Agg backend, no display), in the style of `icl_gd.linreg.plots`: each function takes DataFrames
-that `icl_gd.report` builds, draws one subplot column per dataset, writes the PNG and returns its path. Curves
+Pure plotting (Agg backend, no display), in the shared style of `icl_gd.style`: each function takes DataFrames
+that `icl_gd.sweep.tables` builds, draws one subplot column per dataset, writes the PNG and returns its path. Curves
 carry their 95% interval as a band (columns `mean`, `lo`, `hi`; a NaN bound, from a single value, draws none).
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -19,46 +18,31 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-MAIN_STYLE = {"marker": "o", "linestyle": "-", "linewidth": 1.5, "markersize": 4}
-FLOOR_STYLE = {"marker": None, "linestyle": "--", "linewidth": 1.2}
-BASELINE_STYLE = {"marker": None, "linestyle": ":", "linewidth": 1.4}
-STYLES = {"main": MAIN_STYLE, "floor": FLOOR_STYLE, "baseline": BASELINE_STYLE}
-FLOOR_COLOR = "0.35"
-BAND_ALPHA = 0.2
-PANEL_SIZE = (4.8, 3.6)  # inches per subplot
-DPI = 120
-LEGEND_SIZE = 7
-TITLE_SIZE = 10
-BOX_LABEL_ROTATION = 30
-LOG2 = 2
-CAPSIZE = 3  # error-bar caps of a curve with a single point, where no band can be drawn
-UNIT_RANGE = (-0.02, 1.02)  # y limits of a quantity in [0, 1], with a margin for markers on the bounds
-BIG_CYCLE = "tab20"  # colours when there are more lines than the default cycle has
-
-
-def save(fig: plt.Figure, path: Path) -> Path:
-    """Lay out, write (PNG at DPI) and close a figure; returns the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+from icl_gd.style import (  # noqa: E402
+    BAND_ALPHA,
+    BOX_LABEL_ROTATION,
+    CAPSIZE,
+    FLOOR_COLOR,
+    FLOOR_STYLE,
+    LEGEND_SIZE,
+    LOG2,
+    MAIN_STYLE,
+    PANEL_SIZE,
+    STYLES,
+    TITLE_SIZE,
+    UNIT_RANGE,
+    save,
+)
+from icl_gd.style import colors as _colors  # noqa: E402
 
 
 def _grid(n_rows: int, n_cols: int, title: str) -> tuple[plt.Figure, np.ndarray]:
+    """A titled figure of n_rows x n_cols panels of PANEL_SIZE each (axes always 2-D)."""
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(PANEL_SIZE[0] * n_cols, PANEL_SIZE[1] * n_rows), squeeze=False
     )
     fig.suptitle(title, fontsize=TITLE_SIZE + 1)
     return fig, axes
-
-
-def _colors(keys: list[str]) -> dict[str, Any]:
-    """One distinct colour per key: the default cycle, or tab20 when there are more keys than it has."""
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    if len(keys) > len(cycle):
-        cycle = list(matplotlib.colormaps[BIG_CYCLE].colors)
-    return {k: cycle[i % len(cycle)] for i, k in enumerate(keys)}
 
 
 def _curve(ax: plt.Axes, df: pd.DataFrame, x: str, label: str | None, color: str, style: str) -> None:
@@ -108,6 +92,7 @@ def _unit_range(ax: plt.Axes, means: pd.Series) -> None:
 
 
 def _datasets(df: pd.DataFrame) -> list[str]:
+    """The datasets of a frame, sorted: one subplot column each."""
     return sorted(df["dataset"].astype(str).unique())
 
 

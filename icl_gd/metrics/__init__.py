@@ -1,0 +1,37 @@
+"""The one home of metric math: pure functions of tensors, tested without a model.
+
+distributions: per-query metrics on next-token distributions (accuracy, overlap@K, OCS, TV/KL/JS).
+intervals: means with intervals. dai: Dai et al.'s Rec2FTP, SimAOU, SimAM. sparsity: fractions below thresholds.
+"""
+
+from icl_gd.metrics.distributions import (
+    accuracy,
+    argmax_agreement,
+    cosine,
+    entropy,
+    js_divergence,
+    kl_divergence,
+    overlap_cosine,
+    renormalize,
+    topk_overlap,
+    total_variation,
+)
+from icl_gd.metrics.intervals import Z95, mean_ci, normal_interval, summarize
+from icl_gd.metrics.order import label_prob_std as label_prob_std
+
+__all__ = [
+    "Z95",
+    "accuracy",
+    "argmax_agreement",
+    "cosine",
+    "entropy",
+    "js_divergence",
+    "kl_divergence",
+    "mean_ci",
+    "normal_interval",
+    "overlap_cosine",
+    "renormalize",
+    "summarize",
+    "topk_overlap",
+    "total_variation",
+]

@@ -1,0 +1,216 @@
+"""Compare the jobs of a sweep: ICL against GD (or any other method), beside the ICL-vs-ICL order noise floor.
+
+Pairs come from `icl_gd.sweep.jobs.find_pairs`. Per query (joined on query id) it computes the DESIGN.md metrics
+from the stored top-K and distributions; `comparison.parquet` holds one row per (pair, metric) with mean and 95%
+t-interval, `comparison_queries.parquet` the per-query values, `order_sensitivity.parquet` the std across demo
+orders, and `comparison.md` the table aggregated over seeds.
+
+    python -m icl_gd.sweep compare outputs/multirun/2026-11-25/12-00-00
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from icl_gd import io
+from icl_gd import metrics as M
+from icl_gd.sweep.jobs import ORDER_PAIR, Job, find_pairs, jobs_logger, load_jobs
+from icl_gd.sweep.logger import log_run, pick_logger
+from icl_gd.sweep.markdown import md_table, text, with_half_width
+from icl_gd.sweep.order import order_sensitivity, order_table
+from icl_gd.sweep.tables import ci, half_width, wide_ci, with_half_widths
+
+if TYPE_CHECKING:
+    from icl_gd.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+TABLE_METRICS = ("overlap@k", "ocs", "top1_agreement", "label_tv", "label_js", "tv", "js", "kl")
+TABLE_KEYS = ["model", "dataset", "demos", "pair_type"]
+ORDER_DIGITS = 4  # order sensitivities are small probabilities: one more decimal than the other tables
+LEGEND = (
+    "\n_a = the first method of the pair (the reference), b = the second. overlap@k, ocs (overlap cosine "
+    "similarity) and top1_agreement: higher = more alike; tv, js, kl (full vocabulary) and label_tv, label_js "
+    "(over the label words): lower = more alike. ± is the half-width of a 95% t-interval over queries and "
+    f"seeds. `{ORDER_PAIR}` is the noise floor: ICL against ICL with the same demos in another order._\n"
+)
+ORDER_LEGEND = (
+    "\n_Per query, the standard deviation across demo orders of each label word's probability, averaged "
+    "over labels; mean ± 95% half-width over queries and seeds. 0 = the order does not matter._\n"
+)
+
+
+def _stack(col: pd.Series, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A column of equal-length arrays as one (rows, length) tensor."""
+    return torch.as_tensor(np.stack(col.to_numpy()), dtype=dtype)
+
+
+def _dists(col: pd.Series) -> torch.Tensor:
+    """A column of float16 byte strings (full next-token distributions) as one float32 (rows, vocab) tensor."""
+    return torch.from_numpy(np.stack([np.frombuffer(b, dtype=np.float16) for b in col]).astype(np.float32))
+
+
+def _label_metrics(j: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Agreement and divergences over the label words, each job's label probabilities renormalised."""
+    la = M.renormalize(_stack(j.label_probs_a, torch.float64))
+    lb = M.renormalize(_stack(j.label_probs_b, torch.float64))
+    return {
+        "label_agreement": M.argmax_agreement(la, lb).numpy(),
+        "label_tv": M.total_variation(la, lb).numpy(),
+        "label_js": M.js_divergence(la, lb).numpy(),
+        "label_kl": M.kl_divergence(la, lb).numpy(),
+    }
+
+
+def _full_metrics(j: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Divergences over the full vocabulary (float16 storage: sums drift slightly from 1, so renormalised)."""
+    fa = M.renormalize(_dists(j.full_dist_a).double())
+    fb = M.renormalize(_dists(j.full_dist_b).double())
+    return {
+        "tv": M.total_variation(fa, fb).numpy(),
+        "js": M.js_divergence(fa, fb).numpy(),
+        "kl": M.kl_divergence(fa, fb).numpy(),
+    }
+
+
+def pair_metrics(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Per-query comparison metrics of two prediction frames joined on query id."""
+    j = a.merge(b, on="query_id", suffixes=("_a", "_b"))
+    if len(j) == 0:
+        raise ValueError("the two jobs share no query ids: they were not run on the same queries")
+    ids_a, ids_b = _stack(j.topk_ids_a, torch.long), _stack(j.topk_ids_b, torch.long)
+    pa, pb = _stack(j.topk_probs_a, torch.float64), _stack(j.topk_probs_b, torch.float64)
+    out = {
+        "query_id": j.query_id,
+        "overlap@k": M.topk_overlap(ids_a, ids_b).numpy(),
+        "ocs": M.overlap_cosine(ids_a, pa, ids_b, pb).numpy(),
+        "top1_agreement": (ids_a[:, 0] == ids_b[:, 0]).double().numpy(),
+        "accuracy_a": j.correct_a.astype(float).to_numpy(),
+        "accuracy_b": j.correct_b.astype(float).to_numpy(),
+    }
+    if "label_probs_a" in j and "label_probs_b" in j:
+        out.update(_label_metrics(j))
+    if "full_dist_a" in j and "full_dist_b" in j:
+        out.update(_full_metrics(j))
+    return pd.DataFrame(out)
+
+
+def _describe(job_a: Job, job_b: Job, pair_type: str) -> dict[str, Any]:
+    """The columns that name a pair in both comparison files."""
+    c = job_a.config
+    return {
+        "pair_type": pair_type,
+        "method_a": job_a.method_label,
+        "method_b": job_b.method_label,
+        "model": job_a.model_label,
+        "revision": c["model"].get("revision"),
+        "random_init": bool(c["model"].get("random_init")),
+        "dataset": c["dataset"]["name"],
+        "demos": c["demos"],
+        "seed": c["seed"],
+        "order_seed_a": c.get("order_seed"),
+        "order_seed_b": job_b.config.get("order_seed"),
+        "job_a": str(job_a.folder),
+        "job_b": str(job_b.folder),
+    }
+
+
+def compare_jobs(jobs: list[Job]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-pair summary rows, per-query rows) for every pair among `jobs`."""
+    cache: dict[Path, pd.DataFrame] = {}
+
+    def preds(job: Job) -> pd.DataFrame:
+        if job.folder not in cache:
+            cache[job.folder] = job.predictions()
+        return cache[job.folder]
+
+    summary, per_query = [], []
+    for pair_type, a, b in find_pairs(jobs):
+        q = pair_metrics(preds(a), preds(b))
+        desc = _describe(a, b, pair_type)
+        per_query.append(q.assign(**{k: v for k, v in desc.items() if k not in ("job_a", "job_b")}))
+        for metric in q.columns.drop("query_id"):
+            mean, lo, hi = ci(q[metric])
+            summary.append({**desc, "metric": metric, "mean": mean, "ci_lo": lo, "ci_hi": hi, "n": len(q)})
+    return pd.DataFrame(summary), (pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame())
+
+
+def aggregate(per_query: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% half-width (`metric_ci`) of each metric per TABLE_KEYS, pooling queries and seeds."""
+    metrics = [c for c in per_query.columns if c in TABLE_METRICS or c.startswith("accuracy")]
+    return with_half_widths(wide_ci(per_query, TABLE_KEYS, metrics), metrics)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A readable table: mean ± half-width of the 95% interval."""
+    metrics = [m for m in ("accuracy_a", "accuracy_b", *TABLE_METRICS) if m in table.columns]
+    keys = [text("model"), text("dataset"), text("demos"), text("pair_type", "pair"), text("n")]
+    return md_table(table, [*keys, *(with_half_width(m, missing="") for m in metrics)]) + LEGEND
+
+
+def _order_cell(r: pd.Series) -> str:
+    """'0.0123 ± 0.0045': an order_table row's mean std and its half-width, at ORDER_DIGITS."""
+    return f"{r['std']:.{ORDER_DIGITS}f} ± {half_width(r['std_lo'], r['std_hi']):.{ORDER_DIGITS}f}"
+
+
+def order_markdown(table: pd.DataFrame) -> str:
+    """Mean order sensitivity per method (an `order_table`): the std across demo orders of each label's probability."""
+    keys = [text(k) for k in ("model", "dataset", "demos", "method")]
+    columns = [*keys, text("n_orders", "orders"), text("n"), ("std of label prob", _order_cell)]
+    return md_table(table, columns) + ORDER_LEGEND
+
+
+def _wandb_summary(table: pd.DataFrame) -> dict[str, float]:
+    """W&B summary keys: each TABLE_METRICS mean per (dataset, demos, pair type)."""
+    flat = {}
+    for _, r in table.iterrows():
+        for m in TABLE_METRICS:
+            if m in r and pd.notna(r[m]):
+                flat[f"compare/{r['dataset']}/demos={r['demos']}/{r['pair_type']}/{m}"] = r[m]
+    return flat
+
+
+def _write_orders(sweep_dir: Path, jobs: list[Job]) -> str:
+    """Write order_sensitivity.parquet when the sweep has order groups; returns its markdown section (or "")."""
+    orders = order_sensitivity(jobs)
+    if orders.empty:
+        return ""
+    io.write_parquet(sweep_dir / io.ORDER_SENSITIVITY, orders)
+    return "\n## Order sensitivity\n\n" + order_markdown(order_table(orders))
+
+
+def compare_sweep(sweep_dir: str | Path, logger_cfg: Any = None) -> pd.DataFrame:
+    """Compare every pair of a sweep folder, write the files, print the table, log a W&B `compare` run.
+
+    logger_cfg: a `logger` node ({name: none} / {name: wandb, ...}); None = the jobs' own logger.
+    """
+    sweep_dir = Path(sweep_dir)
+    jobs = load_jobs(sweep_dir)
+    summary, per_query = compare_jobs(jobs)
+    order_md = _write_orders(sweep_dir, jobs)
+    title = f"# Comparison of {len(jobs)} jobs in {sweep_dir}\n"
+    io.write_parquet(sweep_dir / io.COMPARISON, summary)
+    if summary.empty:
+        log.warning("no comparable pairs among the %d finished jobs in %s", len(jobs), sweep_dir)
+        if order_md:
+            io.write_text(sweep_dir / io.COMPARISON_MD, title + order_md)
+        return summary
+    table = aggregate(per_query)
+    io.write_parquet(sweep_dir / io.COMPARISON_QUERIES, per_query)
+    md = title + "\n" + to_markdown(table) + order_md
+    io.write_text(sweep_dir / io.COMPARISON_MD, md)
+    print(md, flush=True)  # the table is the sweep's answer: show it where the user ran the command
+
+    def send(tracker: Tracker) -> None:
+        tracker.log_table("compare/pairs", summary)
+        tracker.log_table("compare/table", table)
+        tracker.summary(_wandb_summary(table))
+
+    log_run(sweep_dir, "compare", pick_logger(logger_cfg or None, jobs_logger(jobs)), send)
+    return summary

@@ -1,0 +1,84 @@
+"""The report of a language-model sweep: S/report.md, S/figures/*.png and a W&B `report` run.
+
+    python -m icl_gd.sweep report <sweep folder> [--logger none]        # also: make report SWEEP=<folder>
+
+It reads the sweep folder (`icl_gd.sweep.loading`), builds each section (`icl_gd.sweep.sections`: a table from a
+pure function of frames, a figure, its markdown) and writes the markdown. Every interval is a 95% Student-t
+interval pooling queries and seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from icl_gd import io
+from icl_gd.sweep.loading import Sweep, load_sweep
+from icl_gd.sweep.logger import log_run, pick_logger
+from icl_gd.sweep.sections import SECTIONS, Section
+
+if TYPE_CHECKING:
+    from icl_gd.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+HEADLINE_SUMMARY = ("overlap@k", "ocs", "floor_overlap@k", "floor_ocs", "accuracy_a", "accuracy_b")
+
+
+def header_md(sweep: Sweep) -> str:
+    """The report's title and what it rests on: how many jobs ran, finished, failed."""
+    s = sweep.status
+    other = sum(n for k, n in s.items() if k not in ("done", "failed"))
+    return (
+        f"# ICL vs GD: report of {sweep.folder.name}\n\n"
+        f"Sweep folder: `{sweep.folder}`\n\n"
+        f"Jobs: {sum(s.values())} ({s.get('done', 0)} done, {s.get('failed', 0)} failed, {other} unfinished); "
+        f"{len(sweep.jobs)} finished language-model jobs are reported. Every ± is the half-width of a 95% "
+        "t-interval over queries and seeds.\n\n"
+    )
+
+
+def headline_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """W&B summary keys for the headline rows: agreement, floor and verdict per (model, dataset, N, pair)."""
+    out: dict[str, Any] = {}
+    for _, r in table.iterrows():
+        prefix = f"report/{r['model']}/{r['dataset']}/demos={r['demos']}/{r['pair_type']}"
+        for col in HEADLINE_SUMMARY:
+            if col in r and pd.notna(r[col]):
+                out[f"{prefix}/{col}"] = float(r[col])
+        out[f"{prefix}/verdict"] = r["verdict"]
+    return out
+
+
+def _log(sweep: Sweep, sections: list[Section], report: Path, logger_cfg: Any) -> None:
+    """The W&B `report` run: each section's table and figure, the job counts and headline, report.md."""
+
+    def send(tracker: Tracker) -> None:
+        for s in sections:
+            tracker.log_table(f"report/{s.name}", s.table)
+            if s.figure:
+                tracker.log_image(f"report/{s.figure.stem}", s.figure)
+        summary = {f"report/jobs_{k}": n for k, n in sweep.status.items()}
+        headline = next((s.table for s in sections if s.name == "headline"), pd.DataFrame())
+        tracker.summary({**summary, **headline_summary(headline)})
+        tracker.log_artifact(report, name=f"report-{sweep.folder.name}", type="report")
+
+    log_run(sweep.folder, "report", logger_cfg, send)
+
+
+def build_report(sweep_dir: str | Path, logger_cfg: Any = None) -> Path:
+    """Write S/report.md and S/figures/*.png for a sweep folder, log them to W&B; returns report.md's path.
+
+    logger_cfg: a `logger` node ({name: none} / {name: wandb, ...}); None = the jobs' own logger.
+    """
+    sweep = load_sweep(Path(sweep_dir))
+    fig_dir = sweep.folder / io.FIGURES
+    sections = [s for make in SECTIONS if (s := make(sweep, fig_dir)) is not None]
+    path = sweep.folder / io.REPORT
+    io.write_text(path, header_md(sweep) + "\n".join(s.markdown for s in sections))
+    log.info("report of %s: %s (%d figures)", sweep.folder, path, sum(s.figure is not None for s in sections))
+    _log(sweep, sections, path, pick_logger(logger_cfg, sweep.logger))
+    return path

@@ -1,0 +1,209 @@
+"""The report's sections: for each question, its table, its figure and its markdown (how to read it, then the table).
+
+A section appears only when its inputs exist: a sweep of ICL jobs alone still gets a report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from icl_gd import io
+from icl_gd.sweep import plots
+from icl_gd.sweep.loading import Sweep
+from icl_gd.sweep.markdown import count, md_table, number, section, text, with_ci
+from icl_gd.sweep.order import order_table
+from icl_gd.sweep.tables import (
+    AGREEMENT,
+    CONSTRUCTION_D,
+    CONSTRUCTION_N,
+    DAI_KEYS,
+    DAI_ROWS,
+    EVOLUTION,
+    accuracy_curves,
+    accuracy_table,
+    agreement_curves,
+    construction_curves,
+    construction_sparsity,
+    dai_layer_curves,
+    dai_table,
+    evolution_curves,
+    evolution_table,
+    order_points,
+    pair_name,
+    sparsity_curves,
+    sparsity_table,
+)
+from icl_gd.sweep.verdicts import BELOW, headline_table
+
+SPARSITY_KEYS = ("source", "model", "method", "matrix")
+
+
+@dataclass
+class Section:
+    """One part of the report: its W&B key and table name, its table, its markdown and its figure."""
+
+    name: str  # W&B key and table name
+    table: pd.DataFrame
+    markdown: str
+    figure: Path | None
+
+
+def headline_md(table: pd.DataFrame, k: str) -> str:
+    """The headline table (a `headline_table`): each pair's agreement beside its floor, and the verdict; k = top-K."""
+    return md_table(
+        table,
+        [
+            text("model"),
+            text("dataset"),
+            text("demos", "N"),
+            ("pair", lambda r: pair_name(r["pair_type"])),
+            number("accuracy_a", "acc a"),
+            number("accuracy_b", "acc b"),
+            with_ci("overlap@k", f"overlap@{k}"),
+            with_ci("floor_overlap@k", f"floor overlap@{k}"),
+            with_ci("ocs", "OCS"),
+            with_ci("floor_ocs", "floor OCS"),
+            text("verdict", "GD ≈ ICL?"),
+            count("n"),
+        ],
+    )
+
+
+def sparsity_md(table: pd.DataFrame) -> str:
+    """The sparsity table (a `sparsity_table`): one column per threshold, largest first."""
+    thresholds = sorted((c for c in table.columns if c not in SPARSITY_KEYS), reverse=True)
+    keys = [text(k) for k in SPARSITY_KEYS]
+    return md_table(table, keys + [number(t, f"< {t:g}") for t in thresholds])
+
+
+def agreement_section(sweep: Sweep, fig_dir: Path) -> Section | None:
+    """The headline: GD-vs-ICL agreement against the ICL-order floor (needs comparison_queries.parquet)."""
+    if sweep.queries.empty:
+        return None
+    k = str(sweep.top_k or "K")
+    curves = agreement_curves(sweep.queries)
+    labels = {m: lbl.replace("@K", f"@{k}") for m, lbl in AGREEMENT.items()}
+    fig = plots.agreement_vs_demos(curves, fig_dir / io.FIG_AGREEMENT, labels)
+    table = headline_table(sweep.queries)
+    body = (
+        headline_md(table, k)
+        + f"\n_a / b = top-1 accuracy of the pair's first / second method. {BELOW}: on overlap@{k} or OCS the pair's "
+        "95% interval lies wholly below that of ICL against itself in another order; within floor: the intervals "
+        "overlap; n/a: the sweep has no ICL order pair for that row._\n"
+        if len(table)
+        else "Only the ICL-vs-ICL order noise floor is in this sweep: no method pair to judge against it.\n"
+    )
+    how = (
+        f"Does GD agree with ICL beyond the order noise floor? Each solid line is a method pair's overlap@{k} / OCS "
+        "(higher = more alike); a pair whose band stays below the dashed ICL-vs-ICL floor differs from ICL by more "
+        "than reordering the demonstrations does."
+    )
+    return Section("headline", table, section("GD vs ICL against the order noise floor", how, body, fig), fig)
+
+
+def accuracy_section(sweep: Sweep, fig_dir: Path) -> Section:
+    """Label accuracy against the number of demonstrations (every report has it)."""
+    table = accuracy_table(sweep.accuracy)
+    fig = plots.accuracy_vs_demos(accuracy_curves(table), fig_dir / io.FIG_ACCURACY)
+    how = (
+        "Label accuracy of each (model, method) against the number of demonstrations; the band is the 95% "
+        "interval (jobs in the reference demo order only)."
+    )
+    keys = [text("model"), text("dataset"), text("method"), text("demos", "N")]
+    body = md_table(table, [*keys, with_ci("mean", "label accuracy"), count("n")])
+    return Section("accuracy", table, section("Accuracy", how, body, fig), fig)
+
+
+def dai_section(sweep: Sweep, fig_dir: Path) -> Section | None:
+    """Dai et al.'s metrics per layer and per job (needs the jobs' dai_*.parquet)."""
+    if sweep.dai_layers.empty and sweep.dai_queries.empty:
+        return None
+    table = dai_table(sweep.dai_layers, sweep.dai_queries)
+    fig = None
+    if len(sweep.dai_layers):
+        fig = plots.layer_curves(dai_layer_curves(sweep.dai_layers), fig_dir / io.FIG_DAI, DAI_ROWS)
+    how = (
+        "Dai et al.'s test per model, the untrained control (random weights) beside the trained model: SimAOU "
+        "above its random-update baseline and SimAM (ICL vs GD) above SimAM (ICL vs zero-shot) mean GD moves the "
+        "attention the way ICL does; Rec2FTP is the share of GD's fixes (zero-shot wrong, GD right) that ICL also "
+        "gets right."
+    )
+    body = md_table(
+        table,
+        [
+            *(text(k) for k in DAI_KEYS),
+            with_ci("rec2ftp", "Rec2FTP"),
+            count("n_ft_fixed", "GD fixes"),
+            with_ci("simaou", "SimAOU"),
+            with_ci("simaou_random", "SimAOU random"),
+            with_ci("simam_ft", "SimAM ICL-GD"),
+            with_ci("simam_zs", "SimAM ICL-ZS"),
+            count("n", "queries"),
+        ],
+    )
+    return Section("dai", table, section("Dai et al.: does GD move attention like ICL?", how, body, fig), fig)
+
+
+def order_section(sweep: Sweep, fig_dir: Path) -> Section | None:
+    """The std across demo orders per method (needs order_sensitivity.parquet)."""
+    if sweep.orders.empty:
+        return None
+    table = order_table(sweep.orders)
+    fig = plots.order_sensitivity(order_points(sweep.orders), fig_dir / io.FIG_ORDER)
+    how = (
+        "Per query, the std across demo orders of each label's probability (0 = order-free); ICL and batch-size-1 "
+        "GD see the demos in order, full-batch GD should sit at 0."
+    )
+    keys = [text("model"), text("dataset"), text("demos", "N"), text("method")]
+    body = md_table(
+        table, [*keys, with_ci("std", "std across orders"), count("n_orders", "orders"), count("n")]
+    )
+    return Section("order_sensitivity", table, section("Order sensitivity", how, body, fig), fig)
+
+
+def sparsity_section(sweep: Sweep, fig_dir: Path) -> Section | None:
+    """The GD update's sparsity beside the one-step-GD construction's (needs the jobs' sparsity.parquet)."""
+    gd = sweep.sparsity
+    if gd.empty:
+        return None
+    construction = construction_sparsity(sorted(gd["threshold"].unique()))
+    table = sparsity_table(gd, construction)
+    relative = bool(sweep.jobs["sparsity_relative"].any())
+    xlabel = "threshold on |Δw| / max|Δw| (log scale)" if relative else "threshold on |Δw| (log scale)"
+    fig = plots.sparsity(
+        sparsity_curves(gd), construction_curves(construction), fig_dir / io.FIG_SPARSITY, xlabel
+    )
+    scale = "relative (|Δw| / max|Δw| per matrix)" if relative else "absolute (|Δw|)"
+    how = (
+        "Fraction of weight-update entries below each threshold per matrix type (mean over layers): the higher a "
+        "curve stays at small thresholds, the sparser the update. Dashed: the regression lab's one-step-GD "
+        f"construction (d={CONSTRUCTION_D}, n={CONSTRUCTION_N}), whose thresholds are relative (|w| / max|w|); "
+        f"the GD update's are {scale}."
+    )
+    return Section("sparsity", table, section("Sparsity of the GD update", how, sparsity_md(table), fig), fig)
+
+
+def evolution_section(sweep: Sweep, fig_dir: Path) -> Section | None:
+    """Every metric across a model's checkpoints (needs jobs of one model at several revisions)."""
+    table = evolution_table(sweep.accuracy, sweep.queries, sweep.dai_layers)
+    if table.empty:
+        return None
+    labels = {m: lbl.replace("@K", f"@{sweep.top_k or 'K'}") for m, lbl in EVOLUTION.items()}
+    fig = plots.weight_evolution(evolution_curves(table), fig_dir / io.FIG_EVOLUTION, labels)
+    how = "Each metric at each pretraining checkpoint (x: the step parsed from the revision name)."
+    keys = [text(k) for k in ("model", "dataset", "metric", "line", "revision", "step")]
+    body = md_table(table, [*keys, with_ci("mean", "value"), count("n")])
+    return Section("weight_evolution", table, section("Weight evolution", how, body, fig), fig)
+
+
+SECTIONS = (
+    agreement_section,
+    accuracy_section,
+    dai_section,
+    order_section,
+    sparsity_section,
+    evolution_section,
+)

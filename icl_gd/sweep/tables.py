@@ -1,0 +1,277 @@
+"""The sweep's tables: interval reductions, and the pure table builders of the report (frames in, frames out).
+
+Every interval is a 95% Student-t interval (`icl_gd.metrics.intervals.mean_ci`) pooling queries and seeds,
+computed by `wide_ci` (one column triple per value) or `long_ci` (one value, the columns the plots take).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from icl_gd.analysis.sparsity import weights_sparsity
+from icl_gd.linreg.constructions import construction_weights
+from icl_gd.metrics.intervals import mean_ci
+from icl_gd.sweep.jobs import ORDER_PAIR, base_label
+from icl_gd.sweep.loading import META
+
+AGREEMENT = {"overlap@k": "overlap@K (fraction of top-K shared)", "ocs": "OCS (cosine over shared top-K)"}
+DAI_METRICS = ("simaou", "simaou_random", "simam_ft", "simam_zs")
+DAI_ROWS = {
+    "SimAOU": "SimAOU (cosine of attention-output updates)",
+    "SimAM": "SimAM (attention-map similarity)",
+}
+# (row, series, metric column, style): the ICL-vs-GD curve solid, its baseline dotted
+DAI_SERIES = (
+    ("SimAOU", "ICL vs GD update", "simaou", "main"),
+    ("SimAOU", "random update (baseline)", "simaou_random", "baseline"),
+    ("SimAM", "ICL vs GD", "simam_ft", "main"),
+    ("SimAM", "ICL vs zero-shot (baseline)", "simam_zs", "baseline"),
+)
+EVOLUTION = {
+    "accuracy": "label accuracy (fraction)",
+    "overlap@k": "overlap@K with ICL (fraction)",
+    "ocs": "OCS with ICL (cosine)",
+    "simaou": "SimAOU (cosine)",
+}
+DAI_KEYS = ["model", "dataset", "demos", "method"]
+CONSTRUCTION_D, CONSTRUCTION_N = 5, 10  # the regression lab's default dimension and context length
+STEP = re.compile(r"(\d+)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Interval reductions
+
+
+def ci(values: Any) -> tuple[float, float, float]:
+    """(mean, lo, hi) of the 95% t-interval, NaNs dropped."""
+    return mean_ci(torch.as_tensor(np.array(values, dtype=float)))
+
+
+def wide_ci(df: pd.DataFrame, keys: list[str], values: Iterable[str]) -> pd.DataFrame:
+    """Per group of `keys`: n and, for each value column v, v / v_lo / v_hi (mean and 95% interval)."""
+    values = [v for v in values if v in df]
+    cols = [*keys, "n", *[f"{v}{s}" for v in values for s in ("", "_lo", "_hi")]]
+    rows = []
+    for key, g in df.groupby(keys, sort=True, dropna=False):
+        row: dict[str, Any] = {**dict(zip(keys, key, strict=True)), "n": len(g)}
+        for v in values:
+            row[v], row[f"{v}_lo"], row[f"{v}_hi"] = ci(g[v])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def long_ci(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    """wide_ci of one value, its columns named mean / lo / hi (what the plots take)."""
+    return wide_ci(df, keys, [value]).rename(
+        columns={value: "mean", f"{value}_lo": "lo", f"{value}_hi": "hi"}
+    )
+
+
+def half_width(lo: float, hi: float) -> float:
+    """Half the width of an interval (what a table shows after ±); NaN when the interval has no upper bound."""
+    return (hi - lo) / 2 if np.isfinite(hi) else float("nan")
+
+
+def with_half_widths(table: pd.DataFrame, values: Iterable[str]) -> pd.DataFrame:
+    """A wide_ci table with each value's v_lo / v_hi replaced by v_ci, its half-width, right after v."""
+    values = [v for v in values if v in table]
+    out = table.assign(
+        **{
+            f"{v}_ci": [half_width(lo, hi) for lo, hi in zip(table[f"{v}_lo"], table[f"{v}_hi"], strict=True)]
+            for v in values
+        }
+    )
+    bounds = {f"{v}{s}" for v in values for s in ("_lo", "_hi")}
+    ordered = [x for c in table.columns if c not in bounds for x in ((c, f"{c}_ci") if c in values else (c,))]
+    return out[ordered]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The report's tables and curves
+
+
+def pair_name(pair_type: str) -> str:
+    """'icl_vs_gd(lr=0.001)' -> 'icl vs gd(lr=0.001)'; the order pair is named as the noise floor."""
+    return (
+        "ICL vs ICL in another order (floor)"
+        if pair_type == ORDER_PAIR
+        else pair_type.replace("_vs_", " vs ")
+    )
+
+
+def _with_model(df: pd.DataFrame, col: str) -> pd.Series:
+    """`col`, prefixed with the model label when the frame holds several models."""
+    if df["model"].nunique() > 1:
+        return df["model"].astype(str) + ": " + df[col].astype(str)
+    return df[col].astype(str)
+
+
+def accuracy_table(acc: pd.DataFrame) -> pd.DataFrame:
+    """Label accuracy per (model, dataset, method, demos), pooling queries and seeds."""
+    return long_ci(acc, ["model", "dataset", "method", "demos"], "correct")
+
+
+def accuracy_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy table with one `line` per (model, method), what the accuracy figure draws."""
+    return table.assign(line=table["model"].astype(str) + " / " + table["method"].astype(str))
+
+
+def agreement_curves(queries: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, pair, demos, metric): mean and CI of overlap@K and OCS; `floor` marks the order pair."""
+    parts = []
+    for m in (m for m in AGREEMENT if m in queries):
+        t = long_ci(queries, ["model", "dataset", "pair_type", "demos"], m).assign(metric=m)
+        parts.append(t.assign(floor=t["pair_type"] == ORDER_PAIR, pair=t["pair_type"].map(pair_name)))
+    out = pd.concat(parts, ignore_index=True)
+    return out.assign(line=_with_model(out, "pair"))
+
+
+def dai_per_query(layers: pd.DataFrame) -> pd.DataFrame:
+    """Each (job, query)'s Dai metrics averaged over layers: the unit the intervals pool."""
+    metrics = [m for m in DAI_METRICS if m in layers]
+    return layers.groupby([*META, "query_id"], dropna=False, sort=True)[metrics].mean().reset_index()
+
+
+def rec2ftp_table(dai_queries: pd.DataFrame) -> pd.DataFrame:
+    """Rec2FTP (Dai et al.) per DAI_KEYS: among the queries zero-shot gets wrong and GD right (GD's fixes), the
+    share ICL gets right too; n_ft_fixed counts the fixes (none: Rec2FTP is NaN)."""
+    fixed = ~dai_queries["zs_correct"].astype(bool) & dai_queries["ft_correct"].astype(bool)
+    rows = dai_queries.assign(
+        rec2ftp=dai_queries["icl_correct"].astype(float).where(fixed), fixed=fixed.astype(int)
+    )
+    counts = rows.groupby(DAI_KEYS, sort=True, dropna=False)["fixed"].sum().rename("n_ft_fixed").reset_index()
+    return wide_ci(rows, DAI_KEYS, ["rec2ftp"]).drop(columns="n").merge(counts, on=DAI_KEYS)
+
+
+def dai_table(layers: pd.DataFrame, dai_queries: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, demos, method): Rec2FTP and the n it rests on, SimAOU vs random, SimAM ft vs zs."""
+    parts = []
+    if len(dai_queries):
+        parts.append(rec2ftp_table(dai_queries))
+    if len(layers):
+        parts.append(wide_ci(dai_per_query(layers), DAI_KEYS, DAI_METRICS))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.merge(p, on=DAI_KEYS, how="outer")
+    return out
+
+
+def dai_layer_curves(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, layer) and DAI_SERIES: mean and CI over queries, seeds, demos."""
+    layers = layers.assign(model=_line_model(layers))
+    parts = [
+        long_ci(layers, ["model", "dataset", "layer"], metric).assign(row=row, series=series, style=style)
+        for row, series, metric, style in DAI_SERIES
+        if metric in layers
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _line_model(df: pd.DataFrame) -> pd.Series:
+    """The model label, with the method when the frame holds several methods."""
+    if df["method"].nunique() > 1:
+        return df["model"].astype(str) + " " + df["method"].astype(str)
+    return df["model"].astype(str)
+
+
+def order_points(orders: pd.DataFrame) -> pd.DataFrame:
+    """One point per (job group, query) for the order figure: its dataset, its box (`group`) and its std."""
+    return orders.assign(group=_with_model(orders, "method"))[["dataset", "group", "std"]]
+
+
+def sparsity_table(gd: pd.DataFrame, construction: pd.DataFrame) -> pd.DataFrame:
+    """Fraction below each threshold per (source, model, method, matrix): mean over layers, jobs, datasets."""
+    parts = [gd.assign(source="GD update")] if len(gd) else []
+    if len(construction):
+        parts.append(construction.assign(source="construction", model="regression lab", method="one GD step"))
+    df = pd.concat(parts, ignore_index=True)
+    return df.pivot_table(
+        index=["source", "model", "method", "matrix"], columns="threshold", values="fraction"
+    ).reset_index()
+
+
+def sparsity_curves(gd: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, matrix, threshold): the fraction below, averaged over layers and jobs."""
+    mean = (
+        gd.groupby(["model", "method", "dataset", "matrix", "threshold"], sort=True)["fraction"]
+        .mean()
+        .reset_index()
+    )
+    return mean.assign(line=_with_model(mean, "matrix"))
+
+
+def construction_curves(construction: pd.DataFrame) -> pd.DataFrame:
+    """The construction's fraction below each threshold per matrix (mean over layers); no rows when absent."""
+    if construction.empty:
+        return pd.DataFrame(columns=["line", "threshold", "fraction"])
+    mean = construction.groupby(["matrix", "threshold"], sort=True)["fraction"].mean().reset_index()
+    return mean.assign(line="construction: " + mean["matrix"].astype(str))
+
+
+def construction_sparsity(thresholds: list[float]) -> pd.DataFrame:
+    """The regression lab's constructed weights' sparsity at these thresholds, at the lab's default d and n."""
+    return weights_sparsity(construction_weights(CONSTRUCTION_D, CONSTRUCTION_N), thresholds)
+
+
+def checkpoint_steps(revisions: list[str]) -> dict[str, int]:
+    """Revision -> training step: the last number in each name ("step1000" -> 1000), else the order given."""
+    numbers = [STEP.findall(str(r)) for r in revisions]
+    if all(numbers):
+        return {r: int(n[-1]) for r, n in zip(revisions, numbers, strict=True)}
+    return {r: i for i, r in enumerate(revisions)}
+
+
+def _evolving(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of models that appear at several revisions, with each revision's step."""
+    if df.empty or "revision" not in df:
+        return df.iloc[0:0]
+    df = df[df["revision"].notna()]
+    parts = []
+    for _, g in df.groupby("model_base", sort=True):
+        revisions = list(dict.fromkeys(g["revision"]))
+        if len(revisions) > 1:
+            parts.append(g.assign(step=g["revision"].map(checkpoint_steps(revisions))))
+    return pd.concat(parts, ignore_index=True) if parts else df.iloc[0:0]
+
+
+def _demo_line(name: pd.Series, df: pd.DataFrame) -> pd.Series:
+    """A line's name with its number of demonstrations: "icl, N=4"."""
+    return name.astype(str) + ", N=" + df["demos"].astype(str)
+
+
+def evolution_table(acc: pd.DataFrame, queries: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, line, revision): accuracy, overlap@K / OCS of each pair and SimAOU across checkpoints."""
+    sources: list[tuple[pd.DataFrame, str, str]] = []  # (rows, value column, metric)
+    if len(acc):
+        sources.append((acc.assign(line=_demo_line(acc["method"], acc)), "correct", "accuracy"))
+    if len(queries) and "revision" in queries:
+        bases = [base_label(m, r) for m, r in zip(queries["model"], queries["revision"], strict=True)]
+        q = queries.assign(model_base=bases, line=_demo_line(queries["pair_type"].map(pair_name), queries))
+        sources += [(q, m, m) for m in AGREEMENT if m in q]
+    if len(layers):
+        per_query = dai_per_query(layers)
+        sources.append(
+            (per_query.assign(line=_demo_line(per_query["method"], per_query)), "simaou", "simaou")
+        )
+    keys = ["model_base", "dataset", "line", "revision", "step"]
+    parts = []
+    for rows, value, metric in sources:
+        rows = _evolving(rows)
+        if len(rows) and value in rows:
+            parts.append(long_ci(rows, keys, value).assign(metric=metric))
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True).rename(columns={"model_base": "model"})
+    out["floor"] = out["line"].str.startswith(pair_name(ORDER_PAIR))
+    return out.sort_values(["model", "dataset", "metric", "line", "step"], ignore_index=True)
+
+
+def evolution_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """The evolution table with its lines prefixed by the model when there are several models."""
+    return table.assign(line=_with_model(table, "line"))
