@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, DataError, ModelNotFoundError) as e:  # a clear message, no traceback
         log.error("%s: %s", type(e).__name__, e)
         sys.exit(2)
-    except Exception:  # recorded in status.json already; exit non-zero for a single run
+    except Exception as e:  # recorded in status.json where a job folder exists; said here in any case
+        log.error("%s: %s (see %s in the job folder for the traceback)", type(e).__name__, e, "status.json")
         sys.exit(1)
 
 

@@ -99,7 +99,18 @@ class EvalConfig:
     prefix_cache: bool = MISSING
 
 
+@dataclass
+class StatsConfig:
+    """Intervals and verdicts; conf/config.yaml `stats:` holds the values."""
+
+    n_boot: int = MISSING
+    level: float = MISSING
+    seed: int = MISSING
+    primary: str = MISSING
+
+
 SCHEMAS: dict[str, type] = {
+    "stats": StatsConfig,
     "model": ModelConfig,
     "dataset": DatasetConfig,
     "eval": EvalConfig,
@@ -262,6 +273,13 @@ def check_job(cfg: DictConfig, dataset: DictConfig) -> None:
     for key in ("n_queries", "top_k", "batch_size"):
         if int(ev[key]) < 1:
             raise ConfigError(f"eval.{key}={ev[key]} must be >= 1.")
+    st = typed(StatsConfig, cfg.stats, "stats")
+    if int(st.n_boot) < 100:
+        raise ConfigError(
+            f"stats.n_boot={st.n_boot} is too few replicates for an interval: use >= 100 (e.g. 2000)."
+        )
+    if not 0 < st.level < 1:
+        raise ConfigError(f"stats.level={st.level} must be in (0, 1), e.g. 0.95.")
     if cfg.get("analysis") is not None:
         an = typed(AnalysisConfig, cfg.analysis, "analysis")
         for t in an.sparsity_thresholds:

@@ -49,12 +49,24 @@ FIG_RISK_VS_CONTEXT = "risk_vs_context.png"  # linreg lab figures (in the job fo
 FIG_RISK_VS_LORA_RANK = "risk_vs_lora_rank.png"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: a reader never sees half a file.
+
+    mkstemp creates the file 0600; it is given the mode any new file gets (0666 less the umask) before the rename,
+    so colleagues on a shared file system can read results.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

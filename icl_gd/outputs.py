@@ -80,23 +80,34 @@ def _gold_label_index(queries: list[Example], label_words: list[str]) -> torch.T
 
 
 def job_metrics(
-    result: MethodOutput, queries: list[Example], label_words: list[str] | None
+    result: MethodOutput, queries: list[Example], label_words: list[str] | None, stats: DictConfig
 ) -> dict[str, float]:
-    """metrics.json: means with 95% t-intervals over queries, plus which label scoring was used."""
+    """metrics.json: means over the job's queries (one demo set) with their intervals, and the label scoring used.
+
+    0/1 metrics get Wilson intervals; other means a bootstrap over queries (`stats.n_boot`, `stats.seed`), so
+    every interval stays inside the metric's range. They cover query sampling only: across demo sets, see compare.
+    """
     p = result.predictions
+    level = float(stats.level)
+
+    def binary(name: str, values: torch.Tensor) -> dict[str, float]:
+        return M.summarize_binary(name, values, level)
+
+    def mean(name: str, values: torch.Tensor) -> dict[str, float]:
+        return M.summarize_mean(name, values, int(stats.n_boot), level, int(stats.seed))
+
     acc = M.accuracy(p.topk_ids[:, 0], p.gold_token)
-    out: dict[str, float] = {}
-    out.update(M.summarize("accuracy", acc))
+    out: dict[str, float] = {**binary("accuracy", acc)}
     if label_words:
         gold_idx = _gold_label_index(queries, label_words)
-        out.update(M.summarize("label_accuracy", (p.label_probs.argmax(1) == gold_idx).double()))
-        out.update(M.summarize("gold_label_prob", p.label_probs.gather(1, gold_idx[:, None])[:, 0]))
+        out.update(binary("label_accuracy", (p.label_probs.argmax(1) == gold_idx).double()))
+        out.update(mean("gold_label_prob", p.label_probs.gather(1, gold_idx[:, None])[:, 0]))
         out["label_scoring_sequence"] = 1.0  # a label's probability is that of its whole token sequence
     else:
-        out.update(M.summarize("label_accuracy", acc))  # open vocabulary: the label is the first answer token
+        out.update(binary("label_accuracy", acc))  # open vocabulary: the label is the first answer token
         out["label_scoring_sequence"] = 0.0
-    out.update(M.summarize("gold_prob", p.gold_prob))
-    out.update(M.summarize("entropy", p.entropy))
+    out.update(mean("gold_prob", p.gold_prob))
+    out.update(mean("entropy", p.entropy))
     return out
 
 

@@ -63,16 +63,17 @@ def run(cfg: DictConfig, group: str | None = None, raise_on_failure: bool = Fals
             f"output_dir={out} cannot be created ({type(e).__name__}: {e.strerror}): point hydra.sweep.dir "
             "(or hydra.run.dir, or output_dir) at a writable folder."
         ) from None
-    h = config_hash(cfg)
-    if not cfg.get("rerun", False) and io.is_done(out, h):
-        log.info("skip %s: done with the same config (rerun=true to run it again)", out)
-        return io.read_json(out / io.METRICS)
-    io.write_yaml(out / io.CONFIG, resolved(cfg))
-    io.write_status(out, "running", config_hash=h)
     tracker: Tracker = NullTracker()
     metrics: dict[str, Any] = {}
     started = time.time()
-    try:
+    h = None
+    try:  # everything, the config's own resolution included, fails into status.json and the log
+        h = config_hash(cfg)
+        finished = _finished(out, h) if not cfg.get("rerun", False) else None
+        if finished is not None:
+            return finished
+        io.write_yaml(out / io.CONFIG, resolved(cfg))
+        io.write_status(out, "running", config_hash=h)
         validate(cfg)  # before anything heavy: a bad value fails here with the key and the fix
         tracker = make_tracker(
             cfg.logger,
@@ -110,6 +111,19 @@ def run(cfg: DictConfig, group: str | None = None, raise_on_failure: bool = Fals
         return {}
     finally:
         tracker.finish()
+
+
+def _finished(out: Path, config_hash: str) -> dict[str, Any] | None:
+    """The metrics of a job already done with the same config, or None: run it (again, if its files are unreadable)."""
+    if not io.is_done(out, config_hash):
+        return None
+    try:
+        metrics = io.read_json(out / io.METRICS)
+    except (OSError, ValueError) as e:
+        log.warning("redo %s: it says done but %s does not read back (%s)", out, io.METRICS, e)
+        return None
+    log.info("skip %s: done with the same config (rerun=true to run it again)", out)
+    return metrics
 
 
 def _job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
@@ -164,7 +178,7 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     result = method.answer(cfg.method, inputs)
     df = outputs.predictions_frame(result, queries, label_words, lm, ds)
     io.write_parquet(out / io.PREDICTIONS, df)
-    metrics = outputs.job_metrics(result, queries, label_words)
+    metrics = outputs.job_metrics(result, queries, label_words, cfg.stats)
     metrics.update(n_queries=len(queries), n_demos=len(used))
     metrics.update(outputs.training_outputs(result, out))
     metrics.update(outputs.analysis_outputs(result, out, tracker))

@@ -16,7 +16,8 @@ from hydra_plugins.icl_gd_sweeper.grids_sweeper import expand
 from icl_gd.validation import validate
 from tests.conftest import ROOT, subprocess_env
 
-# preset -> (jobs, jobs per method name); validated job by job below
+# preset -> (jobs per demo set, jobs per method name per demo set); validated job by job below (one demo set)
+SEEDS = 5  # every preset runs five demo sets by default
 PRESETS = {
     "shen_main": (224, {"icl": 32, "gd": 192}),
     "order_sensitivity": (30, {"icl": 10, "gd": 20}),
@@ -47,8 +48,11 @@ def jobs_of(name: str, cli: list[str] | None = None) -> list[list[str]]:
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_expands_to_its_jobs_and_each_validates(name: str) -> None:
-    jobs = jobs_of(name)
+    every = jobs_of(name)
     total, per_method = PRESETS[name]
+    assert len(every) == SEEDS * total
+    assert {o for j in every for o in j if o.startswith("seed=")} == {f"seed={s}" for s in range(SEEDS)}
+    jobs = [j for j in every if "seed=0" in j]
     assert len(jobs) == total
     methods = Counter()
     for overrides in jobs:
@@ -63,11 +67,11 @@ def test_preset_expands_to_its_jobs_and_each_validates(name: str) -> None:
 def test_icl_never_repeats_per_learning_rate() -> None:
     icl = [j for j in jobs_of("shen_main") if "method=icl" in j]
     assert not any(o.startswith("method.lr") for j in icl for o in j)
-    assert len({tuple(j) for j in icl}) == len(icl) == 4 * 4 * 2
+    assert len({tuple(j) for j in icl}) == len(icl) == 4 * 4 * 2 * SEEDS
 
 
 def test_the_command_line_narrows_every_grid() -> None:
-    jobs = jobs_of("shen_main", ["dataset=sst2", "demos=8"])
+    jobs = jobs_of("shen_main", ["dataset=sst2", "demos=8", "seed=0"])
     assert len(jobs) == 2 + 4 + 8
     assert all("dataset=sst2" in j and "demos=8" in j for j in jobs)
 
@@ -93,16 +97,17 @@ def test_presets_set_what_the_papers_set() -> None:
 SMOKE_RUNS = {
     "shen_main": [  # one lr per GD grid: ICL twice, GD on all parameters, GD on the middle layer's v_proj
         "dataset=sst2",
+        "seed=0",
         "demos=2",
         'hydra.sweeper.grids.gd_all={method: gd, method.lr: "1e-3"}',
         'hydra.sweeper.grids.gd_layer_v={method: gd, method.params: layer_v, method.layer: middle, method.lr: "1e-3"}',
     ],
-    "order_sensitivity": ["order_seed=0,1"],
-    "dai": ["dataset=sst2"],
-    "untrained_control": ["dataset=sst2", "model.random_init=true"],  # false would load the real SmolLM2
-    "layer_causal_gd": ["dataset=sst2"],
-    "sparsity": ["dataset=sst2"],
-    "weight_evolution": ["dataset=sst2", "model.revision=step1000"],  # tiny_random: the revision is moot here
+    "order_sensitivity": ["order_seed=0,1", "seed=0"],
+    "dai": ["dataset=sst2", "seed=0"],
+    "untrained_control": ["dataset=sst2", "model.random_init=true", "seed=0"],  # false would load the real SmolLM2
+    "layer_causal_gd": ["dataset=sst2", "seed=0"],
+    "sparsity": ["dataset=sst2", "seed=0"],
+    "weight_evolution": ["dataset=sst2", "model.revision=step1000", "seed=0"],  # tiny_random: the revision is moot here
 }
 FIGURES = {
     "shen_main": {"agreement_vs_demos.png", "accuracy_vs_demos.png"},

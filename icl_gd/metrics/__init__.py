@@ -16,11 +16,28 @@ from icl_gd.metrics.distributions import (
     topk_overlap,
     total_variation,
 )
-from icl_gd.metrics.intervals import Z95, mean_ci, normal_interval, summarize
+from icl_gd.metrics.intervals import (
+    Z95,
+    Interval,
+    cluster_bootstrap,
+    holm,
+    mean_ci,
+    normal_interval,
+    summarize,
+    summarize_binary,
+    summarize_mean,
+    wilson,
+)
 from icl_gd.metrics.order import label_prob_std as label_prob_std
 
 __all__ = [
     "Z95",
+    "Interval",
+    "cluster_bootstrap",
+    "holm",
+    "summarize_binary",
+    "summarize_mean",
+    "wilson",
     "accuracy",
     "argmax_agreement",
     "cosine",

@@ -20,29 +20,43 @@ import torch
 
 from icl_gd import io
 from icl_gd import metrics as M
+from icl_gd.sweep import stats
 from icl_gd.sweep.jobs import ORDER_PAIR, Job, find_pairs, jobs_logger, load_jobs
 from icl_gd.sweep.logger import log_run, pick_logger
-from icl_gd.sweep.markdown import md_table, text, with_half_width
+from icl_gd.sweep.markdown import fmt_ci, md_table, number, text, with_half_width
 from icl_gd.sweep.order import order_sensitivity, order_table
-from icl_gd.sweep.tables import ci, half_width, wide_ci, with_half_widths
+from icl_gd.sweep.stats import half_width, wide_ci, with_half_widths
+from icl_gd.sweep.summary import summarize, with_zero_shot_distances
 
 if TYPE_CHECKING:
     from icl_gd.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-TABLE_METRICS = ("overlap@k", "ocs", "top1_agreement", "label_tv", "label_js", "tv", "js", "kl")
-TABLE_KEYS = ["model", "dataset", "demos", "pair_type"]
+TABLE_METRICS = ("overlap@k", "ocs", "ocs_shared", "top1_agreement", "label_tv", "label_js", "tv", "js", "kl")
+TABLE_KEYS = ["model", "dataset", "demos", "eval", "pair_type"]
+EVAL_KEYS = ("top_k", "n_queries", "save_full_dist")
 ORDER_DIGITS = 4  # order sensitivities are small probabilities: one more decimal than the other tables
 LEGEND = (
     "\n_a = the first method of the pair (the reference), b = the second. overlap@k, ocs (overlap cosine "
     "similarity) and top1_agreement: higher = more alike; tv, js, kl (full vocabulary) and label_tv, label_js "
-    "(over the label words): lower = more alike. ± is the half-width of a 95% t-interval over queries and "
-    f"seeds. `{ORDER_PAIR}` is the noise floor: ICL against ICL with the same demos in another order._\n"
+    "(over the label words): lower = more alike; ocs_shared: the tokens OCS is computed over (OCS is 1 whenever "
+    "one token is shared); kl is a lower bound where a stored float16 probability is 0 (floored at 1e-12). ± is the half-width of a two-level cluster-bootstrap interval "
+    "(demo sets, then queries; with one demo set it covers query sampling only). "
+    f"`{ORDER_PAIR}` is the noise floor: ICL against ICL with the same demos in another order._\n"
+)
+VERDICT_LEGEND = (
+    "\n_d = agreement(pair) - agreement(ICL in another order) per query on the same queries, signed so that d > 0 "
+    "is more alike to ICL; mean and two-level cluster-bootstrap interval (demo sets, then queries); p its bootstrap "
+    "p-value, Holm-adjusted over the table._\n"
+)
+SHARE_LEGEND = (
+    "\n_1 - D(X, ICL) / D(zero-shot, ICL) over each cell (tv, js: full vocabulary; label_: over the label words): "
+    "1 = answers like ICL, 0 = no closer than zero-shot. The icl_vs_icl_order row is the floor on this scale._\n"
 )
 ORDER_LEGEND = (
     "\n_Per query, the standard deviation across demo orders of each label word's probability, averaged "
-    "over labels; mean ± 95% half-width over queries and seeds. 0 = the order does not matter._\n"
+    "over labels; mean ± half-width of the cluster-bootstrap interval (demo sets, then queries). 0 = the order does not matter._\n"
 )
 
 
@@ -90,6 +104,7 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         "query_id": j.query_id,
         "overlap@k": M.topk_overlap(ids_a, ids_b).numpy(),
         "ocs": M.overlap_cosine(ids_a, pa, ids_b, pb).numpy(),
+        "ocs_shared": (M.topk_overlap(ids_a, ids_b) * ids_a.shape[1]).numpy(),  # tokens OCS is computed over
         "top1_agreement": (ids_a[:, 0] == ids_b[:, 0]).double().numpy(),
         "accuracy_a": j.correct_a.astype(float).to_numpy(),
         "accuracy_b": j.correct_b.astype(float).to_numpy(),
@@ -116,13 +131,22 @@ def _describe(job_a: Job, job_b: Job, pair_type: str) -> dict[str, Any]:
         "seed": c["seed"],
         "order_seed_a": c.get("order_seed"),
         "order_seed_b": job_b.config.get("order_seed"),
+        "eval": eval_signature(c),
         "job_a": str(job_a.folder),
         "job_b": str(job_b.folder),
     }
 
 
+def eval_signature(config: dict[str, Any]) -> str:
+    """The evaluation settings a pair's numbers depend on: pairs pool only within one signature."""
+    ev = config.get("eval") or {}
+    return (
+        ",".join(f"{k}={ev.get(k)}" for k in EVAL_KEYS) + f",split_seed={config['dataset'].get('split_seed')}"
+    )
+
+
 def compare_jobs(jobs: list[Job]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-pair summary rows, per-query rows) for every pair among `jobs`."""
+    """(summary rows, per-query rows) for every pair among `jobs`; see `summarize` for the summary."""
     cache: dict[Path, pd.DataFrame] = {}
 
     def preds(job: Job) -> pd.DataFrame:
@@ -130,15 +154,13 @@ def compare_jobs(jobs: list[Job]) -> tuple[pd.DataFrame, pd.DataFrame]:
             cache[job.folder] = job.predictions()
         return cache[job.folder]
 
-    summary, per_query = [], []
+    per_query = []
     for pair_type, a, b in find_pairs(jobs):
-        q = pair_metrics(preds(a), preds(b))
-        desc = _describe(a, b, pair_type)
-        per_query.append(q.assign(**{k: v for k, v in desc.items() if k not in ("job_a", "job_b")}))
-        for metric in q.columns.drop("query_id"):
-            mean, lo, hi = ci(q[metric])
-            summary.append({**desc, "metric": metric, "mean": mean, "ci_lo": lo, "ci_hi": hi, "n": len(q)})
-    return pd.DataFrame(summary), (pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame())
+        per_query.append(pair_metrics(preds(a), preds(b)).assign(**_describe(a, b, pair_type)))
+    if not per_query:
+        return pd.DataFrame(), pd.DataFrame()
+    queries = with_zero_shot_distances(pd.concat(per_query, ignore_index=True))
+    return summarize(queries), queries
 
 
 def aggregate(per_query: pd.DataFrame) -> pd.DataFrame:
@@ -151,7 +173,47 @@ def to_markdown(table: pd.DataFrame) -> str:
     """A readable table: mean ± half-width of the 95% interval."""
     metrics = [m for m in ("accuracy_a", "accuracy_b", *TABLE_METRICS) if m in table.columns]
     keys = [text("model"), text("dataset"), text("demos"), text("pair_type", "pair"), text("n")]
+    keys.append(text("n_clusters", "demo sets"))
+    if table["eval"].nunique() > 1:  # settings differ: each row pools only equal ones, so say which
+        keys.insert(3, text("eval"))
     return md_table(table, [*keys, *(with_half_width(m, missing="") for m in metrics)]) + LEGEND
+
+
+def verdict_markdown(summary: pd.DataFrame) -> str:
+    """The paired tests against the order floor and the normalised shares, from the pooled summary rows."""
+    pooled = summary[summary["seed"].isna()] if "seed" in summary else summary
+    tests = pooled[pooled["verdict"].notna()] if "verdict" in pooled else pooled.iloc[0:0]
+    shares = pooled[pooled["metric"].astype(str).str.contains("share")]
+    out = ""
+    if len(tests):
+        cols = [
+            text("dataset"),
+            text("demos"),
+            text("pair_type", "pair"),
+            text("metric", "primary metric"),
+            ("d vs floor", lambda r: f"{r['d_mean']:+.3f} [{r['d_lo']:+.3f}, {r['d_hi']:+.3f}]"),
+            number("p"),
+            number("p_holm", "p (Holm)"),
+            text("verdict"),
+            text("n_clusters", "demo sets"),
+        ]
+        out += (
+            "\n## Verdicts (paired test against the ICL-order floor)\n\n"
+            + md_table(tests, cols)
+            + VERDICT_LEGEND
+        )
+    if len(shares):
+        cols = [
+            text("dataset"),
+            text("demos"),
+            text("pair_type", "pair"),
+            text("metric"),
+            ("share", lambda r: fmt_ci(r["mean"], r["ci_lo"], r["ci_hi"])),
+        ]
+        out += (
+            "\n## Share of ICL's shift from zero-shot reproduced\n\n" + md_table(shares, cols) + SHARE_LEGEND
+        )
+    return out
 
 
 def _order_cell(r: pd.Series) -> str:
@@ -192,6 +254,7 @@ def compare_sweep(sweep_dir: str | Path, logger_cfg: Any = None) -> pd.DataFrame
     """
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir)
+    stats.use(stats.settings_of(j.config for j in jobs))
     summary, per_query = compare_jobs(jobs)
     order_md = _write_orders(sweep_dir, jobs)
     title = f"# Comparison of {len(jobs)} jobs in {sweep_dir}\n"
@@ -203,7 +266,7 @@ def compare_sweep(sweep_dir: str | Path, logger_cfg: Any = None) -> pd.DataFrame
         return summary
     table = aggregate(per_query)
     io.write_parquet(sweep_dir / io.COMPARISON_QUERIES, per_query)
-    md = title + "\n" + to_markdown(table) + order_md
+    md = title + "\n" + to_markdown(table) + verdict_markdown(summary) + order_md
     io.write_text(sweep_dir / io.COMPARISON_MD, md)
     print(md, flush=True)  # the table is the sweep's answer: show it where the user ran the command
 

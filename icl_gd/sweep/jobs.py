@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pandas as pd
 import yaml
 
 from icl_gd import io
-from icl_gd.config import identity
+from icl_gd.config import config_hash, identity
+
+log = logging.getLogger(__name__)
 
 METHOD_ORDER = ("icl", "gd", "lora", "zeroshot")  # the first of a pair is the reference
 ORDER_PAIR = "icl_vs_icl_order"
@@ -112,7 +115,7 @@ def label_jobs(jobs: list[Job]) -> list[Job]:
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
-    """Every finished language-model job under the sweep folder, labelled (`label_jobs`)."""
+    """Every finished language-model job under the sweep folder, each counted once, labelled (`label_jobs`)."""
     jobs = []
     for status in sorted(Path(sweep_dir).rglob(io.STATUS)):
         folder = status.parent
@@ -120,7 +123,30 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
         if not st or st.get("status") != "done" or not (folder / io.PREDICTIONS).exists():
             continue
         jobs.append(Job(folder, yaml.safe_load((folder / io.CONFIG).read_text())))
-    return label_jobs(jobs)
+    return label_jobs(unique_jobs(jobs))
+
+
+def unique_jobs(jobs: list[Job]) -> list[Job]:
+    """The jobs with distinct resolved configs (output_dir aside): a job run twice under two folder names (a sweep
+    extended by a value equal to a default) is counted once, the first folder kept, with a warning naming both."""
+    seen: dict[str, Job] = {}
+    for j in jobs:
+        key = config_hash(j.config)
+        if key in seen:
+            log.warning(
+                "%s is the same job as %s (same resolved config): counted once", j.folder, seen[key].folder
+            )
+            continue
+        seen[key] = j
+    return list(seen.values())
+
+
+def demo_order(job: Job) -> list[str] | None:
+    """The ids of the demonstrations in the order the job used them (demos.jsonl); None when it has no such file."""
+    path = job.folder / io.DEMOS
+    if not path.exists():
+        return None
+    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
 
 
 def jobs_logger(jobs: list[Job]) -> dict[str, Any]:
@@ -147,5 +173,9 @@ def find_pairs(jobs: list[Job]) -> list[tuple[str, Job, Job]]:
     for group in icl.values():
         group.sort(key=Job.order_rank)
         for a, b in itertools.combinations(group, 2):
+            order_a = demo_order(a)
+            if order_a is not None and order_a == demo_order(b):  # the same realised order is no pair
+                log.warning("no order pair: %s and %s used the same demo order", a.folder.name, b.folder.name)
+                continue
             pairs.append((ORDER_PAIR, a, b))
     return pairs

@@ -16,6 +16,7 @@ import pandas as pd
 
 from icl_gd import io
 from icl_gd.sweep.jobs import ORDER_KEY, Job, base_label, jobs_logger, load_jobs
+from icl_gd.sweep.stats import settings_of
 
 META = ("model", "model_base", "revision", "random_init", "dataset", "method", "demos", "seed")
 PREDICTION_COLUMNS = ["query_id", "gold", "correct", "pred_label"]  # what the accuracy tables read
@@ -40,6 +41,7 @@ class Sweep:
     sparsity: pd.DataFrame  # META + sparsity.parquet rows
     top_k: int | None  # eval.top_k when every job used the same
     logger: dict[str, Any]  # the jobs' `logger` node: where the report run logs unless told otherwise
+    stats: Any = None  # the jobs' bootstrap settings (icl_gd.sweep.stats.Boot)
 
 
 def job_frame(jobs: list[Job]) -> pd.DataFrame:
@@ -133,4 +135,5 @@ def load_sweep(folder: Path) -> Sweep:
         sparsity=job_files(frame, io.SPARSITY),
         top_k=top_ks.pop() if len(top_ks) == 1 else None,
         logger=jobs_logger(jobs),
+        stats=settings_of(j.config for j in jobs),
     )

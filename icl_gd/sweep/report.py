@@ -3,8 +3,8 @@
     python -m icl_gd.sweep report <sweep folder> [--logger none]        # also: make report SWEEP=<folder>
 
 It reads the sweep folder (`icl_gd.sweep.loading`), builds each section (`icl_gd.sweep.sections`: a table from a
-pure function of frames, a figure, its markdown) and writes the markdown. Every interval is a 95% Student-t
-interval pooling queries and seeds.
+pure function of frames, a figure, its markdown) and writes the markdown. Every interval is a two-level cluster
+bootstrap (demo sets, then queries; `icl_gd.sweep.stats`) at the jobs' `stats.level`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from icl_gd import io
+from icl_gd.sweep import stats
 from icl_gd.sweep.loading import Sweep, load_sweep
 from icl_gd.sweep.logger import log_run, pick_logger
 from icl_gd.sweep.sections import SECTIONS, Section
@@ -36,8 +37,9 @@ def header_md(sweep: Sweep) -> str:
         f"# ICL vs GD: report of {sweep.folder.name}\n\n"
         f"Sweep folder: `{sweep.folder}`\n\n"
         f"Jobs: {sum(s.values())} ({s.get('done', 0)} done, {s.get('failed', 0)} failed, {other} unfinished); "
-        f"{len(sweep.jobs)} finished language-model jobs are reported. Every ± is the half-width of a 95% "
-        "t-interval over queries and seeds.\n\n"
+        f"{len(sweep.jobs)} finished language-model jobs are reported. Every ± is the half-width of a "
+        f"{sweep.stats.level:.0%} two-level cluster-bootstrap interval (demo sets, then queries; with one demo set "
+        "it covers query sampling only).\n\n"
     )
 
 
@@ -75,6 +77,7 @@ def build_report(sweep_dir: str | Path, logger_cfg: Any = None) -> Path:
     logger_cfg: a `logger` node ({name: none} / {name: wandb, ...}); None = the jobs' own logger.
     """
     sweep = load_sweep(Path(sweep_dir))
+    stats.use(sweep.stats)
     fig_dir = sweep.folder / io.FIGURES
     sections = [s for make in SECTIONS if (s := make(sweep, fig_dir)) is not None]
     path = sweep.folder / io.REPORT

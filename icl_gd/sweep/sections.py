@@ -66,8 +66,12 @@ def headline_md(table: pd.DataFrame, k: str) -> str:
             with_ci("floor_overlap@k", f"floor overlap@{k}"),
             with_ci("ocs", "OCS"),
             with_ci("floor_ocs", "floor OCS"),
+            text("metric", "tested on"),
+            number("d_mean", "d vs floor"),
+            number("p_holm", "p (Holm)"),
             text("verdict", "GD ≈ ICL?"),
             count("n"),
+            count("n_clusters", "demo sets"),
         ],
     )
 
@@ -90,9 +94,12 @@ def agreement_section(sweep: Sweep, fig_dir: Path) -> Section | None:
     table = headline_table(sweep.queries)
     body = (
         headline_md(table, k)
-        + f"\n_a / b = top-1 accuracy of the pair's first / second method. {BELOW}: on overlap@{k} or OCS the pair's "
-        "95% interval lies wholly below that of ICL against itself in another order; within floor: the intervals "
-        "overlap; n/a: the sweep has no ICL order pair for that row._\n"
+        + "\n_a / b = top-1 accuracy of the pair's first / second method. ± is the half-width of a two-level "
+        "cluster-bootstrap interval (demo sets, then queries; with one demo set it covers query sampling only). "
+        "The verdict is a paired test on the primary metric (`tested on`): per query, d = agreement(pair) - "
+        "agreement(ICL in another order) on the same queries, signed so that d > 0 is more alike to ICL; "
+        f"p is its bootstrap p-value, Holm-adjusted over the table; {BELOW} / above floor when p < 1 - level, "
+        "else within floor; n/a: no ICL order pair for that row._\n"
         if len(table)
         else "Only the ICL-vs-ICL order noise floor is in this sweep: no method pair to judge against it.\n"
     )

@@ -1,24 +1,20 @@
 """The sweep's tables: interval reductions, and the pure table builders of the report (frames in, frames out).
 
-Every interval is a 95% Student-t interval (`icl_gd.metrics.intervals.mean_ci`) pooling queries and seeds,
+Every interval is a two-level cluster bootstrap over demo sets (seeds) and their queries (`icl_gd.sweep.stats`),
 computed by `wide_ci` (one column triple per value) or `long_ci` (one value, the columns the plots take).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
 
 from icl_gd.analysis.sparsity import weights_sparsity
 from icl_gd.linreg.constructions import construction_weights
-from icl_gd.metrics.intervals import mean_ci
 from icl_gd.sweep.jobs import ORDER_PAIR, base_label
 from icl_gd.sweep.loading import META
+from icl_gd.sweep.stats import ci, half_width, long_ci, wide_ci, with_half_widths  # noqa: F401 -- re-exported
 
 AGREEMENT = {"overlap@k": "overlap@K (fraction of top-K shared)", "ocs": "OCS (cosine over shared top-K)"}
 DAI_METRICS = ("simaou", "simaou_random", "simam_ft", "simam_zs")
@@ -46,50 +42,6 @@ STEP = re.compile(r"(\d+)")
 
 # ---------------------------------------------------------------------------------------------------------
 # Interval reductions
-
-
-def ci(values: Any) -> tuple[float, float, float]:
-    """(mean, lo, hi) of the 95% t-interval, NaNs dropped."""
-    return mean_ci(torch.as_tensor(np.array(values, dtype=float)))
-
-
-def wide_ci(df: pd.DataFrame, keys: list[str], values: Iterable[str]) -> pd.DataFrame:
-    """Per group of `keys`: n and, for each value column v, v / v_lo / v_hi (mean and 95% interval)."""
-    values = [v for v in values if v in df]
-    cols = [*keys, "n", *[f"{v}{s}" for v in values for s in ("", "_lo", "_hi")]]
-    rows = []
-    for key, g in df.groupby(keys, sort=True, dropna=False):
-        row: dict[str, Any] = {**dict(zip(keys, key, strict=True)), "n": len(g)}
-        for v in values:
-            row[v], row[f"{v}_lo"], row[f"{v}_hi"] = ci(g[v])
-        rows.append(row)
-    return pd.DataFrame(rows, columns=cols)
-
-
-def long_ci(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
-    """wide_ci of one value, its columns named mean / lo / hi (what the plots take)."""
-    return wide_ci(df, keys, [value]).rename(
-        columns={value: "mean", f"{value}_lo": "lo", f"{value}_hi": "hi"}
-    )
-
-
-def half_width(lo: float, hi: float) -> float:
-    """Half the width of an interval (what a table shows after ±); NaN when the interval has no upper bound."""
-    return (hi - lo) / 2 if np.isfinite(hi) else float("nan")
-
-
-def with_half_widths(table: pd.DataFrame, values: Iterable[str]) -> pd.DataFrame:
-    """A wide_ci table with each value's v_lo / v_hi replaced by v_ci, its half-width, right after v."""
-    values = [v for v in values if v in table]
-    out = table.assign(
-        **{
-            f"{v}_ci": [half_width(lo, hi) for lo, hi in zip(table[f"{v}_lo"], table[f"{v}_hi"], strict=True)]
-            for v in values
-        }
-    )
-    bounds = {f"{v}{s}" for v in values for s in ("_lo", "_hi")}
-    ordered = [x for c in table.columns if c not in bounds for x in ((c, f"{c}_ci") if c in values else (c,))]
-    return out[ordered]
 
 
 # ---------------------------------------------------------------------------------------------------------

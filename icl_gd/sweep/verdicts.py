@@ -1,73 +1,119 @@
-"""Verdicts: does a method pair agree with ICL as well as ICL agrees with itself in another order?
+"""Verdicts: does a method agree with ICL as well as ICL agrees with itself in another order? A paired test.
 
-A pair's 95% interval on each agreement metric is compared with that of the ICL-vs-ICL order pair of the same
-(model, dataset, demos): wholly below it is "below floor", wholly above "above floor", overlapping "within floor".
+Per query, d = sim(X, ICL) - sim(ICL in another order, ICL) on the same queries and demo set, on one primary
+metric (`stats.primary`; auto = label_tv where label words exist, else overlap@k), signed so that d > 0 means X is
+more alike to ICL than the floor. The mean of d gets a two-level cluster-bootstrap interval and p-value (demo sets,
+then queries); p-values are Holm-adjusted across the table's cells; p_holm < 1 - level gives "below floor" or
+"above floor" by the sign of d, else "within floor".
 """
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
+from icl_gd.metrics.intervals import holm
+from icl_gd.sweep import stats
 from icl_gd.sweep.jobs import ORDER_PAIR
-from icl_gd.sweep.tables import AGREEMENT, wide_ci
+from icl_gd.sweep.stats import wide_ci
+from icl_gd.sweep.tables import AGREEMENT
 
-BELOW, WITHIN, ABOVE, NA = "no (below floor)", "within floor", "above floor", "n/a"
-MIN_ORDER_DEMOS = 2  # fewer demonstrations have a single order, so the ICL-order floor is trivially perfect
+BELOW, WITHIN, ABOVE, NA = "below floor", "within floor", "above floor", "n/a"
+MIN_ORDER_DEMOS = 2  # fewer demonstrations have a single order, so there is no ICL-order floor
 ONE_ORDER = "n/a (one order)"
-HEADLINE_KEYS = ["model", "dataset", "demos"]
+HEADLINE_KEYS = ["model", "dataset", "demos", "eval"]  # eval: pairs pool only within equal settings
+CELL_KEYS = ["model", "dataset", "demos", "eval"]  # pairs are pooled only within equal evaluation settings
+DISTANCES = ("tv", "js", "kl")  # lower = more alike (also label_tv, label_js, label_kl)
+NOT_TESTED = (
+    "icl",
+    "zeroshot",
+)  # ICL is the reference; zero-shot is a control, not a candidate for "like ICL"
+JOIN = ["seed", "query_id"]
 
 
-def interval(mean: float, lo: float, hi: float) -> tuple[float, float]:
-    """The interval to compare; a single value (NaN bounds) is its own interval."""
-    return (mean, mean) if math.isnan(lo) or math.isnan(hi) else (lo, hi)
+def more_alike_sign(metric: str) -> float:
+    """+1 where higher = more alike (overlap, OCS, agreement, shares), -1 for divergences."""
+    return -1.0 if metric.removeprefix("label_") in DISTANCES else 1.0
 
 
-def verdict(pair: tuple[float, float], floor: tuple[float, float]) -> str:
-    """Does a method pair agree as well as ICL with itself in another order? Compares the two 95% intervals."""
-    if any(math.isnan(v) for v in (*pair, *floor)):
-        return NA
-    if pair[1] < floor[0]:
-        return BELOW
-    if pair[0] > floor[1]:
-        return ABOVE
-    return WITHIN
+def primary_metric(queries: pd.DataFrame, primary: str | None = None) -> str:
+    """The verdict's metric: `stats.primary`, or for auto label_tv where the pairs have label words, else overlap@k."""
+    primary = primary or stats.current().primary
+    if primary != "auto":
+        return primary
+    return "label_tv" if "label_tv" in queries and queries["label_tv"].notna().any() else "overlap@k"
 
 
-def combine_verdicts(verdicts: list[str]) -> str:
-    """One verdict over several metrics: below the floor on any metric is below; n/a only when all are."""
-    known = [v for v in verdicts if v != NA]
-    for v in (BELOW, ABOVE):
-        if v in known:
-            return v
-    return WITHIN if known else NA
+def with_eval(queries: pd.DataFrame) -> pd.DataFrame:
+    """The frame with an `eval` column (comparison files written before it existed pool as one setting)."""
+    return queries if "eval" in queries else queries.assign(eval="")
+
+
+def tested_pairs(queries: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the pairs that get a verdict: ICL against another method that is not zero-shot."""
+    return queries[
+        (queries["method_a"] == "icl")
+        & (queries["pair_type"] != ORDER_PAIR)
+        & ~queries["method_b"].isin(NOT_TESTED)
+    ]
+
+
+def paired_tests(queries: pd.DataFrame, primary: str | None = None) -> pd.DataFrame:
+    """One row per (cell, tested pair): the primary metric's paired difference with the floor, p, p_holm, verdict."""
+    queries = with_eval(queries)
+    metric = primary_metric(queries, primary)
+    cols = [*CELL_KEYS, "pair_type", "metric", "d_mean", "d_lo", "d_hi", "p", "n", "n_clusters"]
+    if queries.empty or metric not in queries:
+        return pd.DataFrame(columns=[*cols, "p_holm", "verdict"])
+    sign = more_alike_sign(metric)
+    floor = (
+        queries[queries["pair_type"] == ORDER_PAIR].groupby([*CELL_KEYS, *JOIN], dropna=False)[metric].mean()
+    )
+    rows = []
+    for key, g in tested_pairs(queries).groupby([*CELL_KEYS, "pair_type"], dropna=False):
+        j = g.join(floor.rename("floor"), on=[*CELL_KEYS, *JOIN], how="inner")
+        if j.empty:  # no order pair in this cell (one demo, or no order seed run): no floor to test against
+            continue
+        r = stats.interval(sign * (j[metric] - j["floor"]), j["seed"].astype(str))
+        rows.append(
+            {
+                **dict(zip([*CELL_KEYS, "pair_type"], key, strict=True)),
+                "metric": metric,
+                "d_mean": r.mean,
+                "d_lo": r.lo,
+                "d_hi": r.hi,
+                "p": r.p,
+                "n": r.n,
+                "n_clusters": r.n_clusters,
+            }
+        )
+    out = pd.DataFrame(rows, columns=cols)
+    out["p_holm"] = holm(out["p"].to_numpy()) if len(out) else []
+    alpha = 1 - stats.current().level
+    out["verdict"] = [
+        NA if pd.isna(p) else WITHIN if p >= alpha else (ABOVE if d > 0 else BELOW)
+        for p, d in zip(out["p_holm"], out["d_mean"], strict=True)
+    ]
+    return out
 
 
 def headline_table(queries: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, dataset, demos, method pair): accuracies, agreement ± CI, the ICL-order floor and the verdict."""
+    """Per (model, dataset, demos, method pair): accuracies, agreement ± CI, the ICL-order floor, the paired verdict."""
     keys = HEADLINE_KEYS
+    queries = with_eval(queries)
     metrics = [m for m in AGREEMENT if m in queries]
     pairs = queries[queries["pair_type"] != ORDER_PAIR]
     table = wide_ci(
         pairs, [*keys, "pair_type", "method_a", "method_b"], [*metrics, "accuracy_a", "accuracy_b"]
     )
-    floor = wide_ci(queries[queries["pair_type"] == ORDER_PAIR], keys, metrics).drop(columns="n")
+    floor = wide_ci(queries[queries["pair_type"] == ORDER_PAIR], keys, metrics).drop(
+        columns=["n", "n_clusters"]
+    )
     floor = floor.rename(columns={c: f"floor_{c}" for c in floor.columns if c not in keys})
     table = table.merge(floor, on=keys, how="left")
-
-    def row_verdict(r: pd.Series) -> str:
-        return combine_verdicts(
-            [
-                verdict(
-                    interval(r[m], r[f"{m}_lo"], r[f"{m}_hi"]),
-                    interval(r[f"floor_{m}"], r[f"floor_{m}_lo"], r[f"floor_{m}_hi"]),
-                )
-                for m in metrics
-            ]
-        )
-
-    table["verdict"] = table.apply(row_verdict, axis=1) if len(table) else pd.Series(dtype=str)
+    tests = paired_tests(queries)[[*keys, "pair_type", "metric", "d_mean", "p_holm", "verdict"]]
+    table = table.merge(tests, on=[*keys, "pair_type"], how="left")
+    table["verdict"] = table["verdict"].fillna(NA)
+    table["metric"] = table["metric"].fillna("—")  # rows that get no test (zero-shot controls, no floor)
     table.loc[table["demos"] < MIN_ORDER_DEMOS, "verdict"] = (
         ONE_ORDER  # one demo has no other order: no floor
     )
