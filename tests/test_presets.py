@@ -104,10 +104,18 @@ SMOKE_RUNS = {
     ],
     "order_sensitivity": ["order_seed=0,1", "seed=0"],
     "dai": ["dataset=sst2", "seed=0"],
-    "untrained_control": ["dataset=sst2", "model.random_init=true", "seed=0"],  # false would load the real SmolLM2
+    "untrained_control": [
+        "dataset=sst2",
+        "model.random_init=true",
+        "seed=0",
+    ],  # false would load the real SmolLM2
     "layer_causal_gd": ["dataset=sst2", "seed=0"],
     "sparsity": ["dataset=sst2", "seed=0"],
-    "weight_evolution": ["dataset=sst2", "model.revision=step1000", "seed=0"],  # tiny_random: the revision is moot here
+    "weight_evolution": [
+        "dataset=sst2",
+        "model.revision=step1000",
+        "seed=0",
+    ],  # tiny_random: the revision is moot here
 }
 FIGURES = {
     "shen_main": {"agreement_vs_demos.png", "accuracy_vs_demos.png"},
