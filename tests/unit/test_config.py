@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from icl_gd.config import config_hash
 from icl_gd.errors import ConfigError
 from icl_gd.validation import validate
-from tests.conftest import ROOT, compose_config
+from tests.helpers.config import ROOT, compose_config
 
 LINREG = {"lsa", "h3", "gd_construction", "linreg", "train"}
 

@@ -14,14 +14,8 @@ from icl_gd.data import Example, sample_heldout
 from icl_gd.errors import ConfigError, DivergedError
 from icl_gd.methods import GD, finetune
 from icl_gd.methods.lr_search import select_lr
-from icl_gd.models import load_model
 from icl_gd.runner import run
-from tests.conftest import compose_config
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return load_model(compose_config(["model=tiny_random", "output_dir=/tmp/x"]).model)
+from tests.helpers.config import compose_config
 
 
 def batch(lm, words: list[tuple[str, str]]):
@@ -34,29 +28,40 @@ DEMOS = [("walk", "walked"), ("jump", "jumped"), ("sing", "sang")]
 HELDOUT = [("go", "went"), ("see", "saw")]
 
 
-def test_select_lr_keeps_the_lowest_heldout_loss_and_restores_weights(lm) -> None:
+def test_select_lr_keeps_the_lowest_heldout_loss_and_restores_weights(tiny_lm) -> None:
     grid = [1e-1, 1e-2, 1e-4]
     method = OmegaConf.merge(
         compose_config(["output_dir=/tmp/x", "method=gd", "method.optimizer=sgd"]).method, {"lr_grid": grid}
     )
-    before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
-    chosen, rows = select_lr(GD().adapted, method, lm, batch(lm, DEMOS), batch(lm, HELDOUT), seed=0)
-    assert all(torch.equal(p, before[n]) for n, p in lm.model.named_parameters())
+    before = {n: p.detach().clone() for n, p in tiny_lm.model.named_parameters()}
+    chosen, rows = select_lr(
+        GD().adapted, method, tiny_lm, batch(tiny_lm, DEMOS), batch(tiny_lm, HELDOUT), seed=0
+    )
+    assert all(torch.equal(p, before[n]) for n, p in tiny_lm.model.named_parameters())
     # the same numbers by hand: train with each lr, score the held-out demos, restore
     expected = []
-    params = finetune.select_parameters(lm.model, method)
+    params = finetune.select_parameters(tiny_lm.model, method)
     for lr in grid:
         with finetune.restoring(params):
             finetune.train(
-                lm.model, lm.tokenizer, batch(lm, DEMOS), params, OmegaConf.merge(method, {"lr": lr}), 0
+                tiny_lm.model,
+                tiny_lm.tokenizer,
+                batch(tiny_lm, DEMOS),
+                params,
+                OmegaConf.merge(method, {"lr": lr}),
+                0,
             )
-            expected.append(finetune.mean_demo_loss(lm.model, batch(lm, HELDOUT), lm.tokenizer.pad_token_id))
+            expected.append(
+                finetune.mean_demo_loss(
+                    tiny_lm.model, batch(tiny_lm, HELDOUT), tiny_lm.tokenizer.pad_token_id
+                )
+            )
     assert [r["lr"] for r in rows] == grid
     assert [r["heldout_loss"] for r in rows] == pytest.approx(expected, rel=1e-6)
     assert chosen.lr == grid[min(range(len(grid)), key=expected.__getitem__)]
 
 
-def test_a_diverging_lr_scores_infinity(lm, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_diverging_lr_scores_infinity(tiny_lm, monkeypatch: pytest.MonkeyPatch) -> None:
     real = finetune.train
 
     def train(model, tok, b, params, cfg, seed, on_step=None):
@@ -68,11 +73,13 @@ def test_a_diverging_lr_scores_infinity(lm, monkeypatch: pytest.MonkeyPatch) -> 
     method = OmegaConf.merge(
         compose_config(["output_dir=/tmp/x", "method=gd"]).method, {"lr_grid": [10.0, 1e-3]}
     )
-    chosen, rows = select_lr(GD().adapted, method, lm, batch(lm, DEMOS), batch(lm, HELDOUT), seed=0)
+    chosen, rows = select_lr(
+        GD().adapted, method, tiny_lm, batch(tiny_lm, DEMOS), batch(tiny_lm, HELDOUT), seed=0
+    )
     assert math.isinf(rows[0]["heldout_loss"]) and chosen.lr == 1e-3
     method = OmegaConf.merge(method, {"lr_grid": [10.0, 20.0]})
     with pytest.raises(DivergedError, match="every lr of method.lr_grid"):
-        select_lr(GD().adapted, method, lm, batch(lm, DEMOS), batch(lm, HELDOUT), seed=0)
+        select_lr(GD().adapted, method, tiny_lm, batch(tiny_lm, DEMOS), batch(tiny_lm, HELDOUT), seed=0)
 
 
 def test_heldout_demos_are_disjoint_from_the_demos() -> None:

@@ -18,7 +18,7 @@ from icl_gd.data import (
 )
 from icl_gd.data.prompts import build_prompt
 from icl_gd.errors import ConfigError, DataError
-from tests.conftest import DATA, compose_config
+from tests.helpers.config import DATA, compose_config
 
 
 def ds_cfg(*overrides: str):

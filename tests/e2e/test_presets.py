@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
-from hydra import compose, initialize
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from hydra_plugins.icl_gd_sweeper.grids_sweeper import expand
 from icl_gd.validation import validate
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers.cli import run_py
+from tests.helpers.config import CONF
 
 # preset -> (jobs per demo set, jobs per method name per demo set); validated job by job below (one demo set)
 SEEDS = 5  # every preset runs five demo sets by default
@@ -31,7 +30,7 @@ PRESETS = {
 
 def compose_preset(name: str, overrides: list[str]):
     GlobalHydra.instance().clear()
-    with initialize(version_base="1.3", config_path="../conf"):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         return compose(
             config_name="config", overrides=[f"experiment={name}", *overrides], return_hydra_config=True
         )
@@ -132,19 +131,15 @@ FIGURES = {
 @pytest.mark.parametrize("name", sorted(SMOKE_RUNS))
 def test_preset_runs_end_to_end_on_the_tiny_model(name: str, tmp_path) -> None:
     sweep = tmp_path / name
-    cmd = [
-        sys.executable,
-        "run.py",
+    run_py(
         "-m",
         f"experiment={name}",
         "debug=smoke",
         "logger=none",
         *SMOKE_RUNS[name],
-    ]
-    proc = subprocess.run(
-        [*cmd, f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        f"hydra.sweep.dir={sweep}",
+        timeout=None,
+    )  # a failure shows the tails of stdout and stderr
     statuses = [json.loads(p.read_text())["status"] for p in sweep.glob("*/status.json")]
     assert statuses and set(statuses) == {"done"}
     assert len(statuses) == len(jobs_of(name, SMOKE_RUNS[name]))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +13,8 @@ from icl_gd.models import load_model
 from icl_gd.models.loading import clear_cache, local_revision
 from icl_gd.runner import run
 from icl_gd.sweep.compare import compare_sweep
-from tests.conftest import ROOT, compose_config, subprocess_env
+from tests.helpers.cli import run_py
+from tests.helpers.config import compose_config
 
 STEPS = (0, 30)
 TEXT = "word: walk\npast: walked\n\nword: jump\npast: jumped\n\nword: sing\npast: sang"
@@ -108,24 +107,17 @@ def test_the_weight_evolution_preset_on_local_checkpoints(checkpoints: Path, tmp
     """experiment=weight_evolution with model.path at a checkpoints folder: one ICL/GD comparison per revision."""
     sweep = tmp_path / "evolution"
     overrides = [*ckpt_overrides(checkpoints), "model.revision=step0,step30", "dataset=present_past"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "-m",
-            "experiment=weight_evolution",
-            *overrides,
-            "eval.n_queries=4",
-            "demos=2",
-            "logger=none",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+    run_py(
+        "-m",
+        "experiment=weight_evolution",
+        *overrides,
+        "eval.n_queries=4",
+        "demos=2",
+        "seed=0",  # the preset sweeps five demo sets; one is enough here
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        timeout=None,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # a path in the overrides nests the job folders (Hydra keeps the "/" of model.path=...): search below
     assert len(list(sweep.rglob("status.json"))) == 2 * 3  # per revision: ICL, ICL in another order, GD
     q = pd.read_parquet(sweep / "comparison_queries.parquet")

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from icl_gd.config import config_hash
 from icl_gd.sweep.callbacks import LauncherNotInstalled, check_launcher
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers.cli import run_py
+from tests.helpers.config import ROOT, subprocess_env
 from tests.helpers.wandb_runs import offline_runs, run_folder
 
 # icl_gd.config silences this in run.py; pytest resets warning filters set while it collects
@@ -161,17 +162,7 @@ def sweep_env() -> dict[str, str]:
 
 
 def run_sweep(sweep: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "run.py", *SWEEP, f"hydra.sweep.dir={sweep}", *args],
-        cwd=ROOT,
-        env=sweep_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"run.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
-    return proc
+    return run_py(*SWEEP, f"hydra.sweep.dir={sweep}", *args, env=sweep_env(), timeout=timeout)
 
 
 def job_folders(sweep: Path) -> dict[str, Path]:
@@ -202,6 +193,7 @@ def assert_same_jobs_compared_once(sweep: Path, basic: Path, proc: subprocess.Co
         )
     assert out.count("# Comparison of 2 jobs") == 1  # once, at the end, with both jobs
     comp = pd.read_parquet(sweep / "comparison.parquet")
+    comp = comp[comp.seed.notna()]  # per-demo-set rows; pooled cell rows carry no job
     assert set(comp.pair_type) == {"icl_vs_gd"} and (comp.n == 4).all()
     assert {Path(p).name for p in {*comp.job_a, *comp.job_b}} == set(jobs)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from icl_gd import io
 from icl_gd.sweep import cli, loading, logger, markdown, order, plots, report, sections, tables, verdicts
 from icl_gd.sweep.jobs import ORDER_PAIR, Job
 from icl_gd.sweep.verdicts import BELOW, NA, WITHIN
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers.cli import run_py
 
 PNG_MAGIC = b"\x89PNG"
 QUERIES = [f"q{i}" for i in range(4)]
@@ -517,16 +515,7 @@ def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def sweep_cmd(sweep: Path, *overrides: str) -> None:
-    cmd = [
-        sys.executable,
-        "run.py",
-        "-m",
-        "debug=smoke",
-        "logger=none",
-        *overrides,
-        f"hydra.sweep.dir={sweep}",
-    ]
-    subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), check=True, capture_output=True, timeout=600)
+    run_py("-m", "debug=smoke", "logger=none", *overrides, f"hydra.sweep.dir={sweep}", timeout=600)
 
 
 @pytest.mark.slow
@@ -535,14 +524,7 @@ def test_report_of_a_real_sweep(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     sweep_cmd(sweep, "dataset=sst2", "method=icl", "order_seed=null,1", "demos=1,2")
     sweep_cmd(sweep, "dataset=sst2", "method=gd", "analysis.dai=true", "analysis.sparsity=true", "demos=1,2")
-    result = subprocess.run(
-        [sys.executable, "-m", "icl_gd.sweep", "report", str(sweep), "--logger", "none"],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_py("report", str(sweep), "--logger", "none", module="icl_gd.sweep", check=False, timeout=300)
     assert result.returncode == 0, result.stderr
     md = (sweep / io.REPORT).read_text()
     assert "| model | dataset | N | pair |" in md and "GD ≈ ICL?" in md

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers.cli import run_py
 from tests.helpers.wandb_runs import offline_runs, run_folder
 
 pytestmark = pytest.mark.slow
-
-
-def run_py(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "run.py", *args],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"run.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
-    return proc
 
 
 def jobs(sweep: Path) -> dict[str, Path]:
@@ -58,6 +42,7 @@ def test_smollm2_zeroshot_icl_gd_sweep(tmp_path: Path) -> None:
         "eval.n_queries=20",
         "logger=wandb",
         f"hydra.sweep.dir={sweep}",
+        timeout=900,
     )
     j = jobs(sweep)
     assert set(j) == {"zeroshot", "icl", "gd"}
@@ -92,7 +77,7 @@ def test_a_diverged_job_fails_alone_and_a_rerun_skips_what_is_done(tmp_path: Pat
         "method.grad_clip=null",
         f"hydra.sweep.dir={sweep}",
     )
-    proc = run_py(*args)  # exits 0 although one job failed
+    proc = run_py(*args, timeout=900)  # exits 0 although one job failed
     ok, bad = (next(sweep.glob(f"*method.lr={lr}*")) for lr in ("0.001", "1e+30"))
     assert json.loads((ok / "status.json").read_text())["status"] == "done"
     st = json.loads((bad / "status.json").read_text())
@@ -101,25 +86,18 @@ def test_a_diverged_job_fails_alone_and_a_rerun_skips_what_is_done(tmp_path: Pat
     )
     assert "failed" in proc.stdout + proc.stderr
     stamp = (ok / "predictions.parquet").stat().st_mtime_ns
-    proc = run_py(*args)
+    proc = run_py(*args, timeout=900)
     assert "skip" in proc.stdout + proc.stderr and (ok / "predictions.parquet").stat().st_mtime_ns == stamp
     assert json.loads((bad / "status.json").read_text())["status"] == "failed"  # retried, and failed again
 
 
 def test_order_noise_floor_joins_into_the_same_sweep(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    run_py("-m", "debug=smoke", "method=icl,gd", f"hydra.sweep.dir={sweep}")
-    run_py("-m", "debug=smoke", "method=icl", "order_seed=1", f"hydra.sweep.dir={sweep}")
+    run_py("-m", "debug=smoke", "method=icl,gd", f"hydra.sweep.dir={sweep}", timeout=900)
+    run_py("-m", "debug=smoke", "method=icl", "order_seed=1", f"hydra.sweep.dir={sweep}", timeout=900)
     comp = pd.read_parquet(sweep / "comparison.parquet")
     assert set(comp.pair_type) == {"icl_vs_gd", "icl_vs_icl_order"}
-    rerun = subprocess.run(
-        [sys.executable, "-m", "icl_gd.sweep", "compare", str(sweep), "--logger", "none"],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    rerun = run_py("compare", str(sweep), "--logger", "none", module="icl_gd.sweep", check=False, timeout=300)
     assert rerun.returncode == 0 and "icl_vs_icl_order" in rerun.stdout
 
 

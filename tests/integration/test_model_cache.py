@@ -14,7 +14,7 @@ from icl_gd.errors import ModelNotFoundError
 from icl_gd.methods import finetune
 from icl_gd.models import cache, clear_cache, load_model, resolve_source
 from icl_gd.models.loading import FALLBACK_TOKENIZER, gguf_config_and_tokenizer, known_arch, package_folder
-from tests.conftest import DATA, compose_config
+from tests.helpers.config import DATA, compose_config
 from tests.helpers.methods import run_method
 
 
@@ -72,34 +72,30 @@ def test_key_changes_when_the_file_changes(tmp_path: Path) -> None:
     assert cache.entry_key(f, "float32") != key
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return load_model(compose_config(["model=tiny_random", "output_dir=/tmp/x"]).model)
-
-
 def test_entry_is_written_atomically_and_a_changed_file_replaces_it(
-    tiny, cache_dir: Path, tmp_path: Path
+    tiny_lm, cache_dir: Path, tmp_path: Path
 ) -> None:
     """A stand-in source file (the cache never parses it): a new entry for the changed file, the old one gone."""
     src = write_file(tmp_path / "model.gguf", 2 * cache.CHUNK)
     old = cache.entry_dir(src, "float32")
-    cache.write_base(old, src, tiny.model.config, tiny.tokenizer)
+    cache.write_base(old, src, tiny_lm.model.config, tiny_lm.tokenizer)
     assert cache.has_tokenizer(old) and not cache.has_weights(old)
-    cache.write_weights(old, tiny.model)
+    cache.write_weights(old, tiny_lm.model)
     assert cache.has_weights(old)
     assert not [p for p in old.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
     write_file(src, 2 * cache.CHUNK, seed=1)  # the file is replaced
     new = cache.entry_dir(src, "float32")
     assert new != old and not cache.has_tokenizer(new)  # the stale entry is never read
-    cache.write_base(new, src, tiny.model.config, tiny.tokenizer)
+    cache.write_base(new, src, tiny_lm.model.config, tiny_lm.tokenizer)
     assert cache.has_tokenizer(new) and not old.exists()
 
 
-def test_cache_write_failure_never_fails_a_load(tiny, tmp_path: Path) -> None:
+def test_cache_write_failure_never_fails_a_load(tiny_lm, tmp_path: Path) -> None:
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("x")
-    cache.write_base(blocker / "entry", blocker, tiny.model.config, tiny.tokenizer)  # logs, does not raise
+    # logs, does not raise
+    cache.write_base(blocker / "entry", blocker, tiny_lm.model.config, tiny_lm.tokenizer)
     assert not (blocker / "entry").exists()
 
 

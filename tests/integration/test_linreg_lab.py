@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +13,9 @@ from omegaconf import OmegaConf, open_dict
 from icl_gd.errors import ConfigError
 from icl_gd.linreg.config import parse, validate
 from icl_gd.linreg.lab import run_job
+from tests.helpers.cli import run_py
+from tests.helpers.config import CONF, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("linreg_*.yaml"))
 # a small, fast job: tiny sizes everywhere (every knob is a method/dataset key)
 TINY = [
@@ -284,13 +282,6 @@ def test_linreg_theory_command(tmp_path):
     """The acceptance command: `python run.py experiment=linreg_theory logger=none` writes risk metrics."""
     if not (ROOT / "run.py").exists() or not (CONF / "config.yaml").exists():
         pytest.skip("run.py / conf/config.yaml not written yet")
-    proc = subprocess.run(
-        [sys.executable, "run.py", "experiment=linreg_theory", "logger=none", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_py("experiment=linreg_theory", "logger=none", f"hydra.run.dir={tmp_path}", timeout=600)
     metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
     assert any("risk" in k for k in metrics)

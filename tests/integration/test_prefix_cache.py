@@ -15,7 +15,7 @@ from icl_gd.methods.predict import (
 )
 from icl_gd.models import load_model
 from icl_gd.models.forward import continuation_ids, encode
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 from tests.helpers.methods import run_method
 
 TOL = 1e-4  # max |d log p| allowed between the cached and the full forward (float32)
@@ -31,11 +31,6 @@ QUERIES = [
 PROMPTS = [f"{DEMOS}\n\nQ: {q}\nA:" for q in QUERIES]
 ANSWERS = [" walked", " answered", " went", " ok", " jumped", " sang"]
 WORDS = [" walked", " unbelievably", " answer 3"]  # one token, several tokens, several tokens
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return load_model(compose_config(["model=tiny_random", "output_dir=/tmp/x"]).model)
 
 
 def both_paths(lm, prompts: list[str], words: list[str], batch_size: int):
@@ -55,27 +50,27 @@ def both_paths(lm, prompts: list[str], words: list[str], batch_size: int):
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 4, 8])
-def test_cached_equals_full_forward_at_every_batch_size(lm, batch_size: int) -> None:
-    (c_logp, c_lab), (n_logp, n_lab) = both_paths(lm, PROMPTS, WORDS, batch_size)
-    assert c_logp.shape == n_logp.shape == (len(PROMPTS), lm.model.config.vocab_size)
+def test_cached_equals_full_forward_at_every_batch_size(tiny_lm, batch_size: int) -> None:
+    (c_logp, c_lab), (n_logp, n_lab) = both_paths(tiny_lm, PROMPTS, WORDS, batch_size)
+    assert c_logp.shape == n_logp.shape == (len(PROMPTS), tiny_lm.model.config.vocab_size)
     assert (c_logp - n_logp).abs().max() < TOL
     assert (c_lab - n_lab).abs().max() < TOL  # multi-token label words continue from the query's cache
 
 
-def test_answer_position_against_a_plain_forward(lm) -> None:
+def test_answer_position_against_a_plain_forward(tiny_lm) -> None:
     """Independent of the naive code path: the last position of model(prompt) with no padding at all."""
-    (c_logp, _), _ = both_paths(lm, PROMPTS, WORDS, 3)
+    (c_logp, _), _ = both_paths(tiny_lm, PROMPTS, WORDS, 3)
     for i, text in enumerate(PROMPTS):
-        ids = torch.tensor([lm.tokenizer(text).input_ids])
+        ids = torch.tensor([tiny_lm.tokenizer(text).input_ids])
         with torch.no_grad():
-            ref = torch.log_softmax(lm.model(input_ids=ids).logits[0, -1].float(), -1)
+            ref = torch.log_softmax(tiny_lm.model(input_ids=ids).logits[0, -1].float(), -1)
         assert (c_logp[i] - ref).abs().max() < TOL
 
 
-def test_predict_with_and_without_the_cache_agree_in_the_prompts_order(lm) -> None:
+def test_predict_with_and_without_the_cache_agree_in_the_prompts_order(tiny_lm) -> None:
     kw = dict(top_k=5, batch_size=4, save_full_dist=True)
-    a = predict(lm.model, lm.tokenizer, PROMPTS, ANSWERS, WORDS, prefix_cache=True, **kw)
-    b = predict(lm.model, lm.tokenizer, PROMPTS, ANSWERS, WORDS, prefix_cache=False, **kw)
+    a = predict(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, ANSWERS, WORDS, prefix_cache=True, **kw)
+    b = predict(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, ANSWERS, WORDS, prefix_cache=False, **kw)
     assert torch.equal(a.gold_token, b.gold_token) and torch.equal(a.topk_ids, b.topk_ids)
     for x, y in [(a.topk_probs, b.topk_probs), (a.gold_prob, b.gold_prob), (a.entropy, b.entropy)]:
         assert torch.allclose(x, y, atol=1e-5)
@@ -83,17 +78,17 @@ def test_predict_with_and_without_the_cache_agree_in_the_prompts_order(lm) -> No
     assert (a.full_dist.float() - b.full_dist.float()).abs().max() < 1e-3  # float16 storage
 
 
-def test_split_is_on_the_whole_prompts_tokens_not_on_the_text(lm) -> None:
+def test_split_is_on_the_whole_prompts_tokens_not_on_the_text(tiny_lm) -> None:
     """With separator " " the demos' text alone ends in a lone space token, which the whole prompt merges into
     the next word: splitting the text would change the tokens. The cache splits the whole prompt's ids."""
-    tok = lm.tokenizer
+    tok = tiny_lm.tokenizer
     demos = " ".join(f"word {i} means answer {i}." for i in range(5))
     prompts = [f"{demos} {q} means" for q in ["walk", "go far away", "sing"]]
     text_split = (
         tok(demos + " ").input_ids + tok(prompts[0][len(demos) + 1 :], add_special_tokens=False).input_ids
     )
     assert text_split != tok(prompts[0]).input_ids  # the case the token-level split exists for
-    (c_logp, c_lab), (n_logp, n_lab) = both_paths(lm, prompts, [" answer", " unbelievably"], 2)
+    (c_logp, c_lab), (n_logp, n_lab) = both_paths(tiny_lm, prompts, [" answer", " unbelievably"], 2)
     assert (c_logp - n_logp).abs().max() < TOL and (c_lab - n_lab).abs().max() < TOL
 
 
@@ -104,7 +99,7 @@ def test_shared_prefix_keeps_a_token_of_every_prompt() -> None:
     assert shared_prefix_length([[5, 6, 7]]) == 2 and shared_prefix_length([]) == 0
 
 
-def test_answer_queries_icl_uses_the_cache_and_matches(lm) -> None:
+def test_answer_queries_icl_uses_the_cache_and_matches(tiny_lm) -> None:
     template = Template("Q: {x}\nA: {label}", ["x"])
     demos = [Example(f"d{i}", {"x": f"word {i} here"}, "pos" if i % 2 else "neg", "answer") for i in range(6)]
     queries = [Example(f"q{i}", {"x": q}, "pos", "positive") for i, q in enumerate(QUERIES)]
@@ -113,7 +108,7 @@ def test_answer_queries_icl_uses_the_cache_and_matches(lm) -> None:
     def answer(flag: str):
         eval_cfg = compose_config(["output_dir=/tmp/x", "eval.top_k=5", "eval.batch_size=4", flag]).eval
         return run_method(
-            method, lm, template, demos, queries, eval_cfg, ["positive", "negative"]
+            method, tiny_lm, template, demos, queries, eval_cfg, ["positive", "negative"]
         ).predictions
 
     a, b = answer("eval.prefix_cache=true"), answer("eval.prefix_cache=false")
@@ -165,7 +160,7 @@ def test_smollm2_cached_equals_full_forward() -> None:
         assert (c_logp - n_logp).abs().max() < TOL and (c_lab - n_lab).abs().max() < TOL
 
 
-def test_eval_prefix_cache_knob_reaches_predict(lm, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eval_prefix_cache_knob_reaches_predict(tiny_lm, monkeypatch: pytest.MonkeyPatch) -> None:
     """`eval.prefix_cache=false` in the config turns the cache off; the default (true) turns it on."""
     import icl_gd.methods.base as base  # noqa: PLC0415
 
@@ -183,5 +178,5 @@ def test_eval_prefix_cache_knob_reaches_predict(lm, monkeypatch: pytest.MonkeyPa
     method = compose_config(["output_dir=/tmp/x", "method=icl"]).method
     for flag in ("true", "false"):
         eval_cfg = compose_config(["output_dir=/tmp/x", f"eval.prefix_cache={flag}"]).eval
-        run_method(method, lm, template, demos, queries, eval_cfg)
+        run_method(method, tiny_lm, template, demos, queries, eval_cfg)
     assert seen == [True, False]

@@ -4,8 +4,6 @@ twice in a row; this covers icl, lora and zeroshot, the order of jobs in a sweep
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +11,7 @@ import pytest
 
 from icl_gd.models import clear_cache
 from icl_gd.runner import run
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers.cli import run_py
 
 FILES = ("metrics.json", "demos.jsonl")
 
@@ -69,20 +67,5 @@ def test_another_seed_gives_other_demos_and_queries(smoke, tmp_path: Path) -> No
 @pytest.mark.slow
 def test_the_command_line_twice_gives_identical_files(tmp_path: Path) -> None:
     for name in ("a", "b"):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "run.py",
-                "debug=smoke",
-                "method=lora",
-                "seed=3",
-                f"hydra.run.dir={tmp_path / name}",
-            ],
-            cwd=ROOT,
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-4000:]
+        run_py("debug=smoke", "method=lora", "seed=3", f"hydra.run.dir={tmp_path / name}", timeout=600)
     assert_identical(tmp_path / "a", tmp_path / "b")

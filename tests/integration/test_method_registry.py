@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +12,8 @@ from icl_gd import io
 from icl_gd.errors import ConfigError
 from icl_gd.methods import METHODS, Method, method_class
 from icl_gd.validation import validate
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers.cli import run_py
+from tests.helpers.config import subprocess_env
 
 TOY_MODULE = '''
 from icl_gd.methods import Method, MethodOutput
@@ -70,10 +69,8 @@ def test_a_method_defined_outside_the_package_runs_through_run_py(tmp_path: Path
     jobs = {}
     for method, extra in (("plain_icl", []), ("icl", ["eval.prefix_cache=false"])):
         out = tmp_path / method
-        cmd = [sys.executable, "run.py", f"method={method}", *COMMON, *extra, f"hydra.run.dir={out}"]
-        cmd.append(f"hydra.searchpath=[file://{tmp_path / 'conf'}]")
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        searchpath = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+        run_py(f"method={method}", *COMMON, *extra, f"hydra.run.dir={out}", searchpath, env=env, timeout=300)
         jobs[method] = pd.read_parquet(out / io.PREDICTIONS)
     # the toy got the job's demos and queries from the runner: its outputs are icl's without the cache, exactly
     toy, icl = jobs["plain_icl"], jobs["icl"]

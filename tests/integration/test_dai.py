@@ -22,7 +22,7 @@ from icl_gd.analysis import dai, hooks
 from icl_gd.data import Example, Template
 from icl_gd.metrics import dai as D
 from icl_gd.models import anatomy, load_model
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 SEQS = [[5, 17, 300, 42, 7], [9, 12], [100, 200, 300, 400, 500, 600, 700]]  # lengths 5, 2, 7: padded batches
 PAD = 2
@@ -47,18 +47,13 @@ QUERY_IDS = [q.id for q in QUERIES]
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return load_model(compose_config(["model=tiny_random", "output_dir=/tmp/x"]).model)
-
-
-@pytest.fixture(scope="module")
-def collected(lm) -> dict[str, dai.Collected]:
+def collected(tiny_lm) -> dict[str, dai.Collected]:
     """ZS and ICL collections of QUERIES on tiny_random."""
 
     def run(with_demos: bool, batch_size: int) -> dai.Collected:
         return dai.collect(
-            lm.model,
-            lm.tokenizer,
+            tiny_lm.model,
+            tiny_lm.tokenizer,
             SENTIMENT,
             SEPARATOR,
             DEMOS,
@@ -81,9 +76,9 @@ def assert_close(a: torch.Tensor, b: torch.Tensor) -> None:
     assert (a - b).abs().max() <= TOL * b.abs().max()
 
 
-def test_capture_shapes_one_tensor_per_layer(lm) -> None:
-    cap = hooks.capture(lm.model, SEQS, PAD, batch_size=2)
-    cfg = lm.model.config
+def test_capture_shapes_one_tensor_per_layer(tiny_lm) -> None:
+    cap = hooks.capture(tiny_lm.model, SEQS, PAD, batch_size=2)
+    cfg = tiny_lm.model.config
     assert len(cap.attn_out) == len(cap.attn_map) == cfg.num_hidden_layers == 2
     for out, amap in zip(cap.attn_out, cap.attn_map, strict=True):
         assert out.shape == (len(SEQS), cfg.hidden_size) and out.dtype == torch.float32
@@ -91,16 +86,16 @@ def test_capture_shapes_one_tensor_per_layer(lm) -> None:
     assert cap.logits_last.shape == (len(SEQS), cfg.vocab_size)
 
 
-def test_attention_rows_sum_to_one_over_real_tokens_and_are_zero_on_padding(lm) -> None:
-    cap = hooks.capture(lm.model, SEQS, PAD, batch_size=3)
+def test_attention_rows_sum_to_one_over_real_tokens_and_are_zero_on_padding(tiny_lm) -> None:
+    cap = hooks.capture(tiny_lm.model, SEQS, PAD, batch_size=3)
     for amap in cap.attn_map:
         for i, seq in enumerate(SEQS):
             assert torch.allclose(amap[i, :, : len(seq)].sum(-1), torch.ones(amap.shape[1]), atol=TOL)
             assert torch.all(amap[i, :, len(seq) :] == 0)
 
 
-def test_padded_batch_equals_one_sequence_at_a_time(lm) -> None:
-    one, three = hooks.capture(lm.model, SEQS, PAD, 1), hooks.capture(lm.model, SEQS, PAD, 3)
+def test_padded_batch_equals_one_sequence_at_a_time(tiny_lm) -> None:
+    one, three = hooks.capture(tiny_lm.model, SEQS, PAD, 1), hooks.capture(tiny_lm.model, SEQS, PAD, 3)
     for a, b in zip(one.attn_out + one.attn_map, three.attn_out + three.attn_map, strict=True):
         assert_close(a, b)
     assert_close(one.logits_last, three.logits_last)
@@ -127,31 +122,34 @@ def manual_layer0(model, seq: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return out[0, -1], weights[0, :, -1]
 
 
-def test_captured_attention_output_equals_a_manual_recomputation(lm) -> None:
-    cap = hooks.capture(lm.model, SEQS, PAD, batch_size=3)
+def test_captured_attention_output_equals_a_manual_recomputation(tiny_lm) -> None:
+    cap = hooks.capture(tiny_lm.model, SEQS, PAD, batch_size=3)
     with torch.no_grad():
         for i, seq in enumerate(SEQS):
-            out, weights = manual_layer0(lm.model, seq)
+            out, weights = manual_layer0(tiny_lm.model, seq)
             assert_close(cap.attn_out[0][i], out)
             assert torch.allclose(cap.attn_map[0][i, :, : len(seq)], weights, atol=TOL)
 
 
-def test_attention_implementation_and_hooks_are_restored_even_on_error(lm) -> None:
-    before = anatomy.attn_implementation(lm.model)
+def test_attention_implementation_and_hooks_are_restored_even_on_error(tiny_lm) -> None:
+    before = anatomy.attn_implementation(tiny_lm.model)
     assert before != hooks.EAGER  # else the test would prove nothing
-    hooks.capture(lm.model, SEQS, PAD, batch_size=2)
-    assert anatomy.attn_implementation(lm.model) == before
+    hooks.capture(tiny_lm.model, SEQS, PAD, batch_size=2)
+    assert anatomy.attn_implementation(tiny_lm.model) == before
     with pytest.raises(IndexError):
-        hooks.capture(lm.model, [[lm.model.config.vocab_size + 10]], PAD, batch_size=1)
-    assert anatomy.attn_implementation(lm.model) == before
+        hooks.capture(tiny_lm.model, [[tiny_lm.model.config.vocab_size + 10]], PAD, batch_size=1)
+    assert anatomy.attn_implementation(tiny_lm.model) == before
     assert all(
-        not anatomy.attention_module(layer)._forward_hooks for layer in anatomy.decoder_layers(lm.model)
+        not anatomy.attention_module(layer)._forward_hooks for layer in anatomy.decoder_layers(tiny_lm.model)
     )
-    assert not lm.model.training
+    assert not tiny_lm.model.training
 
 
-def test_without_maps_the_model_keeps_its_attention_and_outputs_agree(lm) -> None:
-    fast, eager = hooks.capture(lm.model, SEQS, PAD, 3, maps=False), hooks.capture(lm.model, SEQS, PAD, 3)
+def test_without_maps_the_model_keeps_its_attention_and_outputs_agree(tiny_lm) -> None:
+    fast, eager = (
+        hooks.capture(tiny_lm.model, SEQS, PAD, 3, maps=False),
+        hooks.capture(tiny_lm.model, SEQS, PAD, 3),
+    )
     assert fast.attn_map is None
     for a, b in zip(fast.attn_out, eager.attn_out, strict=True):
         assert_close(a, b)
@@ -250,23 +248,24 @@ def test_simam_identical_and_hand_computed() -> None:
 # collect and analyse on tiny_random
 
 
-def test_collect_query_tokens_identical_in_zero_shot_and_icl(lm, collected) -> None:
+def test_collect_query_tokens_identical_in_zero_shot_and_icl(tiny_lm, collected) -> None:
     zs, icl = collected["zs"], collected["icl"]
     assert torch.equal(zs.query_len, icl.query_len)
     for q, z, i, n in zip(QUERIES, zs.ids, icl.ids, zs.query_len.tolist(), strict=True):
-        query = lm.tokenizer(SENTIMENT.query(q.fields, q.answer)[0], add_special_tokens=False).input_ids
+        query = tiny_lm.tokenizer(SENTIMENT.query(q.fields, q.answer)[0], add_special_tokens=False).input_ids
         assert z[-n:] == i[-n:] == query
-        assert z == lm.tokenizer(SENTIMENT.query(q.fields, q.answer)[0]).input_ids  # method=zeroshot's input
+        zeroshot_input = tiny_lm.tokenizer(SENTIMENT.query(q.fields, q.answer)[0]).input_ids
+        assert z == zeroshot_input  # method=zeroshot's input
         assert len(i) > len(z)  # the demonstrations come first
     context = SEPARATOR.join(SENTIMENT.demo(d.fields, d.answer) for d in DEMOS) + SEPARATOR
     for q, ids in zip(
         QUERIES, icl.ids, strict=True
     ):  # method=icl's input, whose last tokens are the query's own
-        assert ids == lm.tokenizer(context + SENTIMENT.query(q.fields, q.answer)[0]).input_ids
+        assert ids == tiny_lm.tokenizer(context + SENTIMENT.query(q.fields, q.answer)[0]).input_ids
 
 
-def test_collect_shapes_and_correctness(lm, collected) -> None:
-    cfg = lm.model.config
+def test_collect_shapes_and_correctness(tiny_lm, collected) -> None:
+    cfg = tiny_lm.model.config
     lq = int(collected["zs"].query_len.max())
     for c in collected.values():
         assert len(c.attn_out) == len(c.attn_map_query) == cfg.num_hidden_layers
@@ -280,21 +279,21 @@ def test_collect_shapes_and_correctness(lm, collected) -> None:
     if all(len(ids) == n for ids, n in zip(zs.ids, zs.query_len.tolist(), strict=True)):
         assert torch.allclose(zs.attn_map_query[0].sum(-1), torch.ones(len(QUERIES), cfg.num_attention_heads))
     # correctness by hand: the label word with the larger first-token logit, against the gold label
-    first = [lm.tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in LABEL_WORDS]
+    first = [tiny_lm.tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in LABEL_WORDS]
     with torch.no_grad():
         for i, (q, ids) in enumerate(zip(QUERIES, zs.ids, strict=True)):
-            logits = lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
+            logits = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
             predicted = first[int(logits[first].argmax())]
             assert bool(zs.correct[i]) == (predicted == first[int(q.label)])
 
 
-def test_collect_open_vocabulary_correctness_is_top1(lm) -> None:
+def test_collect_open_vocabulary_correctness_is_top1(tiny_lm) -> None:
     template = Template("Q: {input}\nA: {label}", ["input"])
     queries = [Example(id="t:0", fields={"input": "walk"}, label="walked", answer="walked")]
-    c = dai.collect(lm.model, lm.tokenizer, template, SEPARATOR, [], queries, None, None, 1, False)
+    c = dai.collect(tiny_lm.model, tiny_lm.tokenizer, template, SEPARATOR, [], queries, None, None, 1, False)
     with torch.no_grad():
-        top1 = lm.model(input_ids=torch.tensor(c.ids)).logits[0, -1].argmax()
-    gold = lm.tokenizer(" walked", add_special_tokens=False).input_ids[0]
+        top1 = tiny_lm.model(input_ids=torch.tensor(c.ids)).logits[0, -1].argmax()
+    gold = tiny_lm.tokenizer(" walked", add_special_tokens=False).input_ids[0]
     assert bool(c.correct[0]) == (int(top1) == gold)
 
 

@@ -23,7 +23,8 @@ from icl_gd.config import config_hash
 from icl_gd.runner import run
 from icl_gd.sweep.compare import compare_sweep
 from icl_gd.sweep.jobs import load_jobs
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers.cli import run_py
+from tests.helpers.config import ROOT, subprocess_env
 from tests.helpers.wandb_runs import offline_runs, run_folder
 
 # ----------------------------------------------------------------------------------------------------------
@@ -80,10 +81,7 @@ def test_a_killed_sweep_reruns_exactly_its_unfinished_jobs(tmp_path: Path) -> No
     assert not (sweep / "comparison.parquet").exists()  # the sweep never reached its end
     kept = {name: result_files(sweep / name) for name in finished}
 
-    proc = subprocess.run(
-        command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_py(*SWEEP_ARGS, f"hydra.sweep.dir={sweep}", timeout=600)  # the same command again
     log = proc.stdout + proc.stderr
     skipped = {Path(m).name for m in re.findall(r"skip (\S+): done with the same config", log)}
     ran = {Path(m).name for m in re.findall(r"\] - done (\S+): ", log)}
@@ -94,6 +92,7 @@ def test_a_killed_sweep_reruns_exactly_its_unfinished_jobs(tmp_path: Path) -> No
         assert result_files(sweep / name) == files, f"{name} changed"  # not a byte, not a timestamp
 
     comp = pd.read_parquet(sweep / "comparison.parquet")
+    comp = comp[comp.seed.notna()]  # per-demo-set rows; pooled cell rows carry no job
     assert set(comp.pair_type) == {"icl_vs_gd"} and set(comp.seed) == {0, 1, 2}
     assert {Path(p).name for p in {*comp.job_a, *comp.job_b}} == everything  # all 6 jobs compared
     assert "# Comparison of 6 jobs" in log

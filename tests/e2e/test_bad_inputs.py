@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,8 @@ import torch
 from icl_gd import io
 from icl_gd.errors import ConfigError, DataError, ModelNotFoundError
 from icl_gd.runner import run
-from tests.conftest import ROOT, compose_config, subprocess_env
+from tests.helpers.cli import run_py
+from tests.helpers.config import compose_config, subprocess_env
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
@@ -280,19 +280,12 @@ def test_an_output_folder_that_cannot_be_made_fails_before_the_job(sweep: Path, 
 # ----------------------------------------------------------------------------------------------------------
 # On the command line: what fails before any job (Hydra's own steps) exits with a message, not a traceback
 
-HIDE_PLUGIN = (
-    "import runpy, sys; sys.modules[sys.argv[1]] = None; sys.argv = ['run.py', *sys.argv[2:]]; "
-    "runpy.run_path('run.py', run_name='__main__')"
-)
-
 
 def cli(
     args: list[str], env: dict[str, str] | None = None, hide: str | None = None
 ) -> subprocess.CompletedProcess:
-    head = [sys.executable, "-c", HIDE_PLUGIN, hide] if hide else [sys.executable, "run.py"]
-    return subprocess.run(
-        [*head, *args], cwd=ROOT, env=env or subprocess_env(), capture_output=True, text=True, timeout=300
-    )
+    """run.py with args, not checked (these runs fail on purpose); hide: a module run.py cannot import."""
+    return run_py(*args, env=env, hide_module=hide, check=False, timeout=300)
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess, *needles: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hydra_plugins.icl_gd_sweeper.grids_sweeper import GridsConfigError, batches, expand, expand_grids
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers.cli import run_py
+from tests.helpers.config import ROOT, subprocess_env
 
 ICL_GD = {"icl": {"method": "icl", "order_seed": "null,1"}, "gd": {"method": "gd", "method.lr": "1e-3,1e-4"}}
 
@@ -198,34 +198,29 @@ hydra:
 """
 
 
-def run_py(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def run_grids(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """run.py -m on the smoke model with a preset `experiment=grids_smoke` from tmp_path/conf."""
     (tmp_path / "conf" / "experiment").mkdir(parents=True, exist_ok=True)
     (tmp_path / "conf" / "experiment" / "grids_smoke.yaml").write_text(PRESET)
     env = subprocess_env()
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        "run.py",
+    return run_py(
         "-m",
         "--config-dir",
         str(tmp_path / "conf"),
         "debug=smoke",
         "logger=none",
-    ]
-    return subprocess.run(
-        [*cmd, f"hydra.sweep.dir={tmp_path / 'sweep'}", *args],
-        cwd=ROOT,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *args,
         env=env,
-        capture_output=True,
-        text=True,
+        check=False,
         timeout=300,
     )
 
 
 def test_a_preset_runs_the_union_of_its_grids_into_distinct_folders_and_compares_them(tmp_path: Path) -> None:
     # the command line's demos=1,2 narrows the preset's 1,2,4 in every grid
-    proc = run_py(tmp_path, "experiment=grids_smoke", "demos=1,2")
+    proc = run_grids(tmp_path, "experiment=grids_smoke", "demos=1,2")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "Grids sweeper: 8 jobs (icl 4, gd 4, floor_again 2; 2 duplicate(s) dropped)" in out
@@ -275,7 +270,7 @@ def test_a_preset_runs_the_union_of_its_grids_into_distinct_folders_and_compares
 def test_a_bad_grid_exits_with_its_name_before_any_job(
     tmp_path: Path, grids: str, needles: list[str]
 ) -> None:
-    proc = run_py(tmp_path, "hydra/sweeper=grids", "hydra.sweeper.max_batch_size=1", grids)
+    proc = run_grids(tmp_path, "hydra/sweeper=grids", "hydra.sweeper.max_batch_size=1", grids)
     assert proc.returncode != 0
     assert all(n in proc.stderr for n in needles), proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr

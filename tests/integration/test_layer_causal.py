@@ -12,8 +12,8 @@ from torch import nn
 
 from icl_gd.errors import ConfigError
 from icl_gd.methods import finetune
-from icl_gd.models import anatomy, forward, load_model
-from tests.conftest import compose_config
+from icl_gd.models import anatomy, forward
+from tests.helpers.config import compose_config
 
 PROMPTS = ["Q: walk\nA:", "Q: a much longer question with more tokens\nA:", "Q: go\nA:"]
 ANSWERS = [" walked", " answered", " went"]
@@ -21,13 +21,8 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return load_model(compose_config(["model=tiny_random", "output_dir=/tmp/x"]).model)
-
-
-@pytest.fixture(scope="module")
-def batch(lm):
-    return finetune.build_batch(lm.tokenizer, PROMPTS, ANSWERS, add_bos=None)
+def batch(tiny_lm):
+    return finetune.build_batch(tiny_lm.tokenizer, PROMPTS, ANSWERS, add_bos=None)
 
 
 def method_cfg(*overrides: str):
@@ -70,30 +65,30 @@ def hook_free_layer_losses(lm, batch) -> list[torch.Tensor]:
     return losses
 
 
-def test_layer_causal_loss_is_the_sum_of_hook_free_per_layer_losses(lm, batch) -> None:
-    pad = lm.tokenizer.pad_token_id
-    expected = hook_free_layer_losses(lm, batch)
+def test_layer_causal_loss_is_the_sum_of_hook_free_per_layer_losses(tiny_lm, batch) -> None:
+    pad = tiny_lm.tokenizer.pad_token_id
+    expected = hook_free_layer_losses(tiny_lm, batch)
     with torch.no_grad():
-        got = finetune.per_layer_losses(lm.model, batch, pad)
-        total = finetune.layer_causal_loss(lm.model, batch, pad)
-    assert len(got) == len(expected) == lm.model.config.num_hidden_layers
+        got = finetune.per_layer_losses(tiny_lm.model, batch, pad)
+        total = finetune.layer_causal_loss(tiny_lm.model, batch, pad)
+    assert len(got) == len(expected) == tiny_lm.model.config.num_hidden_layers
     for g, e in zip(got, expected, strict=True):
         assert abs(g.item() - e.item()) < TOL
     assert abs(total.item() - sum(e.item() for e in expected)) < TOL
     assert len({round(e.item(), 4) for e in expected}) == len(expected)  # the layers really differ
 
 
-def test_last_layer_loss_is_the_answer_loss(lm, batch) -> None:
-    pad = lm.tokenizer.pad_token_id
+def test_last_layer_loss_is_the_answer_loss(tiny_lm, batch) -> None:
+    pad = tiny_lm.tokenizer.pad_token_id
     with torch.no_grad():
-        last = finetune.per_layer_losses(lm.model, batch, pad)[-1]
-        assert abs(last.item() - finetune.answer_loss(lm.model, batch, pad).item()) < TOL
-        one = finetune.per_layer_losses(lm.model, batch[:1], pad)[-1]
-        assert abs(one.item() - finetune.answer_loss(lm.model, batch[:1], pad).item()) < TOL
+        last = finetune.per_layer_losses(tiny_lm.model, batch, pad)[-1]
+        assert abs(last.item() - finetune.answer_loss(tiny_lm.model, batch, pad).item()) < TOL
+        one = finetune.per_layer_losses(tiny_lm.model, batch[:1], pad)[-1]
+        assert abs(one.item() - finetune.answer_loss(tiny_lm.model, batch[:1], pad).item()) < TOL
 
 
-def test_no_gradient_reaches_a_layer_from_the_layers_above(lm, batch) -> None:
-    model, pad = lm.model, lm.tokenizer.pad_token_id
+def test_no_gradient_reaches_a_layer_from_the_layers_above(tiny_lm, batch) -> None:
+    model, pad = tiny_lm.model, tiny_lm.tokenizer.pad_token_id
     hooks = [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in finetune.decoder_layers(model)]
     layer0 = list(finetune.decoder_layers(model)[0].parameters())
     embed = model.get_input_embeddings().weight
@@ -113,13 +108,13 @@ def test_no_gradient_reaches_a_layer_from_the_layers_above(lm, batch) -> None:
     assert after == hooks  # ours are removed (transformers keeps its own output-capturing hooks)
 
 
-def test_layer_causal_training_lowers_the_summed_loss_then_restores(lm, batch) -> None:
-    model = lm.model
+def test_layer_causal_training_lowers_the_summed_loss_then_restores(tiny_lm, batch) -> None:
+    model = tiny_lm.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cfg = method_cfg("method.layer_causal=true", "method.params=all", "method.epochs=2", "method.lr=5e-2")
     params = finetune.select_parameters(model, cfg)
     with finetune.restoring(params):
-        result = finetune.train(model, lm.tokenizer, batch, params, cfg, seed=0)
+        result = finetune.train(model, tiny_lm.tokenizer, batch, params, cfg, seed=0)
         assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert result.loss_kind == finetune.LAYER_CAUSAL and len(result.curve) == 2 * len(batch)
@@ -129,17 +124,17 @@ def test_layer_causal_training_lowers_the_summed_loss_then_restores(lm, batch) -
     assert abs(result.final_loss - sum(result.final_layer_losses)) < TOL
     assert abs(result.initial_answer_loss - result.initial_layer_losses[-1]) < TOL
     assert abs(result.final_answer_loss - result.final_layer_losses[-1]) < TOL
-    first = finetune.layer_causal_loss(model, batch[:1], lm.tokenizer.pad_token_id).item()
+    first = finetune.layer_causal_loss(model, batch[:1], tiny_lm.tokenizer.pad_token_id).item()
     assert abs(result.curve[0]["train_loss"] - first) < TOL  # the curve is in summed units
 
 
-def test_ordinary_gd_follows_a_plain_answer_loss_loop(lm, batch) -> None:
+def test_ordinary_gd_follows_a_plain_answer_loss_loop(tiny_lm, batch) -> None:
     """Regression: layer_causal=false trains exactly as a hand-written SGD loop on answer_loss does."""
-    model, pad = lm.model, lm.tokenizer.pad_token_id
+    model, pad = tiny_lm.model, tiny_lm.tokenizer.pad_token_id
     cfg = method_cfg("method.params=attn_kv", "method.epochs=2", "method.lr=5e-2")
     params = finetune.select_parameters(model, cfg)
     with finetune.restoring(params):
-        result = finetune.train(model, lm.tokenizer, batch, params, cfg, seed=0)
+        result = finetune.train(model, tiny_lm.tokenizer, batch, params, cfg, seed=0)
     expected = []
     with finetune.restoring(params), trainable(model):
         torch.manual_seed(0)
@@ -161,7 +156,7 @@ def test_ordinary_gd_follows_a_plain_answer_loss_loop(lm, batch) -> None:
     assert (result.initial_answer_loss, result.final_answer_loss) == (result.initial_loss, result.final_loss)
 
 
-def test_a_model_without_a_known_final_norm_is_a_config_error(lm, batch, monkeypatch) -> None:
+def test_a_model_without_a_known_final_norm_is_a_config_error(tiny_lm, batch, monkeypatch) -> None:
     monkeypatch.setattr(anatomy, "FINAL_NORMS", ("no_such_norm",))
     with pytest.raises(ConfigError, match="(?i)set method.layer_causal=false"):
-        finetune.layer_causal_loss(lm.model, batch, lm.tokenizer.pad_token_id)
+        finetune.layer_causal_loss(tiny_lm.model, batch, tiny_lm.tokenizer.pad_token_id)
