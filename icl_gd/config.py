@@ -7,20 +7,25 @@ choices, raising `ConfigError` with the key, the allowed values and the fix.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from icl_gd.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SAMPLINGS = ("random", "balanced")
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DATASET_KINDS = ("classification", "wordpairs")
+OVERFLOWS = ("error", "truncate")  # eval.overflow: a prompt longer than the model's context
 # conf/hydra/launcher/{joblib,submitit_*,ray}.yaml carry the names of the plugins' own schemas, so Hydra 1.3 checks
 # each against its schema and warns, in every process, that this matching is deprecated. The files are complete
 # without it (tests/test_launchers.py checks them against the schemas): silence that one warning.
@@ -97,6 +102,7 @@ class EvalConfig:
     batch_size: int = MISSING
     save_full_dist: bool = MISSING
     prefix_cache: bool = MISSING
+    overflow: str = MISSING
 
 
 @dataclass
@@ -109,13 +115,66 @@ class StatsConfig:
     primary: str = MISSING
 
 
+@dataclass
+class JobConfig:
+    """The top level of a job's config (conf/config.yaml): its knobs and its groups, each checked by its own schema.
+
+    Only the key names are checked here (a `+typo=1` is an error naming the nearest key); the values are typed
+    by the groups' schemas and `check_job`.
+    """
+
+    seed: Any = MISSING
+    demos: Any = MISSING
+    demo_sampling: Any = MISSING
+    order_seed: Any = MISSING
+    rerun: Any = MISSING
+    eval: Any = MISSING
+    stats: Any = MISSING
+    analysis: Any = MISSING
+    data_dir: Any = MISSING
+    output_dir: Any = MISSING
+    model: Any = MISSING
+    dataset: Any = MISSING
+    method: Any = MISSING
+    logger: Any = MISSING
+    hydra: Any = MISSING
+
+
 SCHEMAS: dict[str, type] = {
+    "job": JobConfig,
     "stats": StatsConfig,
     "model": ModelConfig,
     "dataset": DatasetConfig,
     "eval": EvalConfig,
     "analysis": AnalysisConfig,
 }
+
+
+DIRNAME_MAX = 200  # bytes of a job folder's name; file systems allow 255 per path component
+DIRNAME_HASH = 12  # hex digits of the hash that keeps a shortened or rewritten name unique
+
+
+def job_dirname(overrides: str) -> str:
+    """A sweep job's folder name from its overrides: one path component, never too long, stable per job.
+
+    `dataset.path=../../x.jsonl` would otherwise nest folders (or leave the sweep folder) and a long override
+    list exceed the file system's limit. A name that had a "/" or was cut gets a hash of the full overrides.
+    """
+    name = overrides.replace("/", "_")
+    if name == overrides and len(name.encode()) <= DIRNAME_MAX:
+        return name or "default"
+    digest = hashlib.sha256(overrides.encode()).hexdigest()[:DIRNAME_HASH]
+    head = name.encode()[: DIRNAME_MAX - DIRNAME_HASH - 1].decode(errors="ignore")
+    return f"{head}-{digest}"
+
+
+def register_resolvers() -> None:
+    """`${icl_gd_dirname:...}` (conf/config.yaml's hydra.sweep.subdir); registered once per process."""
+    if not OmegaConf.has_resolver("icl_gd_dirname"):
+        OmegaConf.register_new_resolver("icl_gd_dirname", job_dirname)
+
+
+register_resolvers()
 
 
 def register_schemas() -> None:
@@ -130,17 +189,46 @@ def register_schemas() -> None:
 register_schemas()
 
 
+def nearest(key: str, known: list[str]) -> str:
+    """' Did you mean `k`?' for the known key closest to a misspelt one, or '' when none is close."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" Did you mean `{close[0]}`?" if close else ""
+
+
+def unknown_key_error(where: str, key: str, known: list[str], fix: str) -> ConfigError:
+    """The error for a key that no schema knows: its name, the nearest known key, all keys and the fix."""
+    path = f"{where}.{key}" if where else key
+    return ConfigError(
+        f"unknown key `{path}` (added with +{path}=... ?).{nearest(key, known)} "
+        f"Keys {'of `' + where + '`' if where else 'at the top level'} are: {', '.join(known)}. {fix}"
+    )
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    """Every top-level key is one conf/config.yaml defines: `+order_sed=1` is an error, never silently ignored."""
+    known = [f.name for f in fields(JobConfig)]
+    for key in cfg:
+        if key not in known:
+            raise unknown_key_error(
+                "", str(key), known, "Drop the `+` and fix the name: a key that exists is set as key=value."
+            )
+
+
 def typed(schema: type, node: DictConfig, group: str) -> DictConfig:
     """Merge `node` onto its dataclass schema: unknown keys, wrong types and unset keys fail naming `group.key`."""
-    allowed = ", ".join(f.name for f in schema.__dataclass_fields__.values())
+    known = [f.name for f in fields(schema)]
+    allowed = ", ".join(known)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or getattr(e, "key", None)
         msg = (e.msg if hasattr(e, "msg") else str(e)).splitlines()[0]
-        unknown = "unknown key: " if "not in" in msg else ""
+        if "not in" in msg and key is not None and "." not in str(key):
+            raise unknown_key_error(
+                group, str(key), known, f"Fix the override or the YAML file under conf/{group}/."
+            ) from None
         raise ConfigError(
-            f"{group}.{key}: {unknown}{msg}. Keys of `{group}` are: {allowed}. "
+            f"{group}.{key}: {msg}. Keys of `{group}` are: {allowed}. "
             f"Fix the override or the YAML file under conf/{group}/."
         ) from None
     unset = sorted(OmegaConf.missing_keys(merged))
@@ -197,6 +285,38 @@ def check_model(cfg: DictConfig) -> DictConfig:
     return model
 
 
+def raw_label_text(value: Any) -> str:
+    """A raw label as text, the same for a data file's value and a label_words key: 0 -> "0", true -> "true"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def normalize(cfg: DictConfig) -> None:
+    """Bring `dataset.label_words` keys to the raw labels' text, in place, before the job is hashed or checked.
+
+    `+dataset.label_words={0: objective, 1: subjective}` gives int keys (Hydra's grammar cannot quote them); a
+    file's labels "0"/"1" are text. Integer and boolean keys stand for their text; a key given in both forms
+    keeps the word given last, with a warning.
+    """
+    ds = cfg.get("dataset")
+    if not isinstance(ds, DictConfig) or OmegaConf.is_missing(ds, "label_words"):
+        return
+    words = ds.get("label_words")
+    if not isinstance(words, DictConfig) or all(isinstance(k, str) for k in words):
+        return
+    out: dict[str, Any] = {}
+    for k, v in words.items_ex(resolve=False):
+        text = raw_label_text(k)
+        if text in out and out[text] != v:
+            log.warning(
+                "dataset.label_words gives label %r twice (%r, then %r): using %r", text, out[text], v, v
+            )
+        out[text] = v
+    with open_dict(ds):
+        ds.label_words = out
+
+
 def _check_label_words(cfg: DictConfig, dataset: DictConfig) -> None:
     if OmegaConf.is_missing(dataset, "label_words"):  # ??? in the YAML: the same as none given
         dataset.label_words = None
@@ -226,6 +346,11 @@ def _check_label_words(cfg: DictConfig, dataset: DictConfig) -> None:
         if dup:
             raise ConfigError(
                 f"dataset.label_words maps two labels to the same word {dup}: give each label its own word."
+            )
+        if len(words) < 2:
+            raise ConfigError(
+                f"dataset.label_words={dict(dataset.label_words)} has a single label: a classification needs at "
+                "least two (with one, every answer is right). Give each label of the data set its word."
             )
 
 
@@ -273,6 +398,7 @@ def check_job(cfg: DictConfig, dataset: DictConfig) -> None:
     for key in ("n_queries", "top_k", "batch_size"):
         if int(ev[key]) < 1:
             raise ConfigError(f"eval.{key}={ev[key]} must be >= 1.")
+    require_choice("eval.overflow", ev.overflow, OVERFLOWS)
     st = typed(StatsConfig, cfg.stats, "stats")
     if int(st.n_boot) < 100:
         raise ConfigError(
@@ -287,7 +413,8 @@ def check_job(cfg: DictConfig, dataset: DictConfig) -> None:
 
 
 def check_groups(cfg: DictConfig) -> None:
-    """Each of model, dataset and method is a chosen group."""
+    """Only known top-level keys, and each of model, dataset and method is a chosen group."""
+    check_top_level(cfg)
     for group in ("model", "dataset", "method"):
         if group not in cfg or not isinstance(cfg[group], DictConfig):
             raise ConfigError(
@@ -296,8 +423,16 @@ def check_groups(cfg: DictConfig) -> None:
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain containers with every interpolation resolved."""
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    """The config as plain containers with every interpolation resolved; one that cannot be is a ConfigError."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except InterpolationResolutionError as e:
+        key = getattr(e, "full_key", "") or "?"
+        raise ConfigError(
+            f"{key}: {str(e.msg).splitlines()[0]}. An environment variable must be set (export NAME=...) or "
+            "given a default (${oc.env:NAME,default}); a literal ${...} in a value (a template) is written "
+            "\\${...}."
+        ) from None
 
 
 def identity(cfg: DictConfig | dict) -> dict[str, Any]:

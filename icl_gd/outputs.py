@@ -21,14 +21,15 @@ from icl_gd.tracking import Tracker
 
 
 def demo_rows(demos: list[Example], template: Template) -> list[dict[str, Any]]:
-    """demos.jsonl: the demonstrations in the order they were used, with the text as the prompt shows it."""
+    """demos.jsonl: the demonstrations in the order they were used: the raw fields under `fields` (a field may be
+    called anything, `text` included) and the text as the prompt shows it under `demo`."""
     return [
         {
             "id": d.id,
             "label": d.label,
             "answer": d.answer,
-            **d.fields,
-            "text": template.demo(d.fields, d.answer),
+            "fields": dict(d.fields),
+            "demo": template.demo(d.fields, d.answer),
         }
         for d in demos
     ]
@@ -80,12 +81,17 @@ def _gold_label_index(queries: list[Example], label_words: list[str]) -> torch.T
 
 
 def job_metrics(
-    result: MethodOutput, queries: list[Example], label_words: list[str] | None, stats: DictConfig
+    result: MethodOutput,
+    queries: list[Example],
+    label_words: list[str] | None,
+    stats: DictConfig,
+    first_token_shared: bool = False,
 ) -> dict[str, float]:
     """metrics.json: means over the job's queries (one demo set) with their intervals, and the label scoring used.
 
     0/1 metrics get Wilson intervals; other means a bootstrap over queries (`stats.n_boot`, `stats.seed`), so
     every interval stays inside the metric's range. They cover query sampling only: across demo sets, see compare.
+    `first_token_shared`: label words share a first token, so first-token `accuracy` is NaN (it cannot see them).
     """
     p = result.predictions
     level = float(stats.level)
@@ -98,6 +104,9 @@ def job_metrics(
 
     acc = M.accuracy(p.topk_ids[:, 0], p.gold_token)
     out: dict[str, float] = {**binary("accuracy", acc)}
+    if first_token_shared:
+        out = {k: float("nan") for k in out}
+    out["first_token_shared"] = float(first_token_shared)
     if label_words:
         gold_idx = _gold_label_index(queries, label_words)
         out.update(binary("label_accuracy", (p.label_probs.argmax(1) == gold_idx).double()))
@@ -117,8 +126,12 @@ def predictions_frame(
     label_words: list[str] | None,
     lm: LoadedModel,
     ds: DictConfig,
+    first_token_shared: bool = False,
 ) -> pd.DataFrame:
-    """predictions.parquet: one row per query, top-K tokens and probabilities, label-word probabilities."""
+    """predictions.parquet: one row per query, top-K tokens and probabilities, label-word probabilities.
+
+    `correct` (top-1 token == the gold answer's first token) is null where label words share a first token.
+    """
     p = result.predictions
     tok = lm.tokenizer
     rows = []
@@ -133,7 +146,7 @@ def predictions_frame(
             "gold_prob": float(p.gold_prob[i]),
             "top1_token": ids[0],
             "top1_text": tok.decode([ids[0]]),
-            "correct": bool(ids[0] == int(p.gold_token[i])),
+            "correct": None if first_token_shared else bool(ids[0] == int(p.gold_token[i])),
             "entropy": float(p.entropy[i]),
             "topk_ids": ids,
             "topk_tokens": [tok.decode([t]) for t in ids],

@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from icl_gd import io, outputs
-from icl_gd.config import config_hash, resolved
+from icl_gd.config import config_hash, normalize, resolved
+from icl_gd.context_window import PromptShape, fit_demos
 from icl_gd.data import (
     Example,
     Template,
@@ -30,9 +31,11 @@ from icl_gd.data import (
     sample_heldout,
     sample_queries,
 )
+from icl_gd.data.prompts import unescape
 from icl_gd.errors import ConfigError, DivergedError
 from icl_gd.methods import MethodInputs, method_class
 from icl_gd.models import LoadedModel, load_model, resolve_source
+from icl_gd.models.anatomy import context_length
 from icl_gd.models.forward import continuation_ids
 from icl_gd.tracking import NullTracker, Tracker, make_tracker
 from icl_gd.validation import validate
@@ -68,6 +71,7 @@ def run(cfg: DictConfig, group: str | None = None, raise_on_failure: bool = Fals
     started = time.time()
     h = None
     try:  # everything, the config's own resolution included, fails into status.json and the log
+        normalize(cfg)  # label_words keys as the raw labels' text, before the job's identity is taken
         h = config_hash(cfg)
         finished = _finished(out, h) if not cfg.get("rerun", False) else None
         if finished is not None:
@@ -144,9 +148,22 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         sample_demos(splits.pool, int(cfg.demos), int(cfg.seed), ds.name, cfg.demo_sampling), cfg.order_seed
     )
     method = method_class(cfg.method)()
+    lm, label_words, shared_first = _load_model(cfg, template, queries[0])
+    separator = unescape(ds.separator)
     used = demos if method.uses_demos else []
+    in_prompt = used if (not method.trains or (cfg.get("analysis") or {}).get("dai")) else []
+    shape = PromptShape(
+        template,
+        separator,
+        queries,
+        [template.query(queries[0].fields, w)[1] for w in label_words or []],
+        add_special=True if cfg.model.add_bos is None else bool(cfg.model.add_bos),
+    )
+    fitted = fit_demos(shape, lm.tokenizer, in_prompt, context_length(lm.model), cfg.eval.overflow)
+    dropped = len(in_prompt) - len(fitted)
+    used = used[dropped:]
     io.write_jsonl(out / io.DEMOS, outputs.demo_rows(used, template))
-    lm, label_words = _load_model(cfg, template, queries[0])
+    seen = _queries_seen_as_demos(queries, used)
 
     def on_step(row: dict[str, float]) -> None:
         tracker.log(
@@ -164,7 +181,7 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     inputs = MethodInputs(
         lm=lm,
         template=template,
-        separator=ds.separator,
+        separator=separator,
         demos=used,
         queries=queries,
         label_words=label_words,
@@ -176,10 +193,16 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         on_step=on_step,
     )
     result = method.answer(cfg.method, inputs)
-    df = outputs.predictions_frame(result, queries, label_words, lm, ds)
+    df = outputs.predictions_frame(
+        result, queries, label_words, lm, ds, first_token_shared=bool(shared_first)
+    )
     io.write_parquet(out / io.PREDICTIONS, df)
-    metrics = outputs.job_metrics(result, queries, label_words, cfg.stats)
-    metrics.update(n_queries=len(queries), n_demos=len(used))
+    metrics = outputs.job_metrics(
+        result, queries, label_words, cfg.stats, first_token_shared=bool(shared_first)
+    )
+    metrics.update(
+        n_queries=len(queries), n_demos=len(used), demos_dropped=dropped, queries_seen_as_demos=seen
+    )
     metrics.update(outputs.training_outputs(result, out))
     metrics.update(outputs.analysis_outputs(result, out, tracker))
     tracker.log_table("predictions", df.drop(columns=["full_dist"], errors="ignore"))
@@ -187,11 +210,32 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     return metrics
 
 
+def _queries_seen_as_demos(queries: list[Example], demos: list[Example]) -> int:
+    """How many queries are, text and answer, one of the demonstrations shown with them (warned, and counted)."""
+    shown = {(tuple(sorted(d.fields.items())), d.answer) for d in demos}
+    seen = [q.id for q in queries if (tuple(sorted(q.fields.items())), q.answer) in shown]
+    if seen:
+        log.warning(
+            "%d of %d queries are also demonstrations of this job (e.g. %s): their answer is in the prompt, so "
+            "ICL can copy it. The test file and the demonstration file overlap: deduplicate them "
+            "(metrics.json: queries_seen_as_demos)",
+            len(seen),
+            len(queries),
+            seen[0],
+        )
+    return len(seen)
+
+
 def _check_label_words(
     lm: LoadedModel, template: Template, query: Example, label_words: list[str] | None
-) -> None:
-    """Every label word must encode to ordinary tokens (no unknown or special token), or its probability is moot."""
+) -> list[str]:
+    """Every label word must encode to ordinary tokens (no unknown or special token), or its probability is moot.
+
+    Returns the label words that share their first token with another: first-token `accuracy` cannot tell them
+    apart, so it is not reported for them (label_accuracy scores whole token sequences and is unaffected).
+    """
     special = set(lm.tokenizer.all_special_ids) - {None}
+    first: dict[int, list[str]] = {}
     for w in label_words or []:
         ids = continuation_ids(lm.tokenizer, template.query(query.fields, w)[1])
         bad = [i for i in ids if i in special or i == lm.tokenizer.unk_token_id]
@@ -201,9 +245,23 @@ def _check_label_words(
                 f"unknown/special token(s) {lm.tokenizer.convert_ids_to_tokens(bad)}. "
                 "Change dataset.label_words to plain words."
             )
+        first.setdefault(ids[0], []).append(w)
+    shared = [w for group in first.values() if len(group) > 1 for w in group]
+    if shared:
+        token = lm.tokenizer.convert_ids_to_tokens(next(i for i, g in first.items() if len(g) > 1))
+        log.warning(
+            "label words %s share their first token %r: first-token accuracy cannot tell them apart, so "
+            "`accuracy` is not reported (NaN, and predictions.parquet's `correct` is null); label_accuracy "
+            "scores each word's whole token sequence. Words with distinct first tokens give both.",
+            shared,
+            token,
+        )
+    return shared
 
 
-def _load_model(cfg: DictConfig, template: Template, query: Example) -> tuple[LoadedModel, list[str] | None]:
+def _load_model(
+    cfg: DictConfig, template: Template, query: Example
+) -> tuple[LoadedModel, list[str] | None, list[str]]:
     """Load the model (after checking where it lives) and check eval.top_k and the label words against it."""
     resolve_source(cfg.model)  # fail fast, with where we looked, before the slow load
     lm = load_model(cfg.model)
@@ -214,5 +272,5 @@ def _load_model(cfg: DictConfig, template: Template, query: Example) -> tuple[Lo
         )
     ds = cfg.dataset
     label_words = list(OmegaConf.to_container(ds.label_words).values()) if ds.label_words else None
-    _check_label_words(lm, template, query, label_words)
-    return lm, label_words
+    shared_first = _check_label_words(lm, template, query, label_words)
+    return lm, label_words, shared_first

@@ -19,6 +19,17 @@ LAB_MODELS = ("lsa", "h3", "gd_construction")
 LAB_METHODS = ("train",)
 
 
+def check_sweep_job(cfg: DictConfig) -> None:
+    """A sweep's job, composed but not yet run: what `run` checks before its heavy work (the sweeper's `check`).
+
+    Every interpolation but the output folder's (set only when the job starts) is resolved, so an unset
+    environment variable fails here too.
+    """
+    config.normalize(cfg)
+    config.resolved(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("hydra", "output_dir")]))
+    validate(cfg)
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key, the allowed values and the fix."""
     config.check_groups(cfg)

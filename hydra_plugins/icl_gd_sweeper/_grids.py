@@ -24,6 +24,7 @@ Every job is composed (load_sweep_config) before the first one is launched, and 
 is configured, in batches of max_batch_size, so launchers and the multirun callbacks work unchanged.
 """
 
+import importlib
 import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,6 +60,7 @@ class GridsSweeperConf:
         "hydra_plugins.icl_gd_sweeper._grids.GridsSweeper"  # its defining module: Hydra registers it there
     )
     max_batch_size: int | None = None  # jobs per launcher.launch() call; null = all at once
+    check: str | None = "icl_gd.validation.check_sweep_job"  # f(job config) raising on a bad job; null = none
     params: dict[str, Any] | None = field(default_factory=dict)  # key -> sweep string, shared by every grid
     grids: dict[str, Any] = field(default_factory=dict)  # name -> {key -> sweep string}
 
@@ -213,6 +215,19 @@ def batches(jobs: list[list[str]], max_batch_size: int | None) -> list[list[list
     return [jobs[i : i + max_batch_size] for i in range(0, len(jobs), max_batch_size)]
 
 
+def _load_check(path: str | None):
+    """The function named by hydra.sweeper.check ("module.function"), or None."""
+    if not path:
+        return None
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise GridsConfigError(
+            f"hydra.sweeper.check={path!r} cannot be imported ({e}): name a function module.function, or null."
+        ) from None
+
+
 class GridsSweeper(Sweeper):
     """Launches the union of hydra.sweeper.grids (each crossed with params and the command line) as one sweep."""
 
@@ -221,9 +236,11 @@ class GridsSweeper(Sweeper):
         max_batch_size: int | None = None,
         params: Mapping[str, Any] | None = None,
         grids: Mapping[str, Any] | None = None,
+        check: str | None = None,
     ) -> None:
         super().__init__()
         self.max_batch_size = max_batch_size
+        self.check = check
         self.params = _as_container(params) or {}
         self.grids = _as_container(grids) or {}
         self.hydra_context: HydraContext | None = None
@@ -241,16 +258,27 @@ class GridsSweeper(Sweeper):
         )
 
     def validate_all(self, named: list[tuple[str, list[str]]]) -> None:
-        """Compose every job before the first runs (a typo in the last grid fails now, not hours later), naming
-        the grid and the job of a config that cannot be composed."""
-        for name, job in named:
+        """Compose and check every job before the first runs (a bad value in the last grid point fails now, not
+        after the others ran), naming the grid, the job and the key."""
+        assert self.config is not None and self.hydra_context is not None
+        check = _load_check(self.check)
+        for i, (name, job) in enumerate(named):
+            source = f"{GRIDS}.{name}" if name else "the sweep"
             try:
-                self.validate_batch_is_legal([job])
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
             except CompactHydraException as e:
-                source = f"{GRIDS}.{name}" if name else "the sweep"
                 message = f"{source}: the job {' '.join(job)} cannot be composed:\n{e}"
                 # Hydra prints an OmegaConf cause (it names the key) below the message
                 raise GridsConfigError(message) from (e.__cause__ or e)
+            if check is None:
+                continue
+            try:
+                check(cfg)
+            except ValueError as e:  # the project's ConfigError / DataError: the message names the key and fix
+                raise GridsConfigError(
+                    f"{source}: job {i + 1} of {len(named)} ({' '.join(job)}) is invalid, so no job ran:\n"
+                    f"{type(e).__name__}: {e}"
+                ) from None
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         """Expand the grids, compose every job, then launch them batch by batch; returns each batch's returns."""

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from icl_gd.config import raw_label_text
 from icl_gd.data.paths import DATA_ENV
 from icl_gd.errors import DataError
 
@@ -104,7 +105,13 @@ def to_examples(rows: list[dict[str, Any]], ds: DictConfig, split: str, source: 
                 f"{source}: row {i + 1} has no field(s) {missing} (it has {sorted(row)}): "
                 "fix dataset.text_fields / dataset.label_field or the template."
             )
-        label = str(row[ds.label_field])
+        empty = [f for f in [*fields, ds.label_field] if row[f] is None or not str(row[f]).strip()]
+        if empty:
+            raise DataError(
+                f"{source}: row {i + 1} has an empty or null {empty[0]!r} ({row[empty[0]]!r}): every example "
+                "needs its text and its answer. Fix or delete that row."
+            )
+        label = raw_label_text(row[ds.label_field])
         if words is not None and label not in words:
             raise DataError(
                 f"{source}: row {i + 1} has label {label!r}, not in dataset.label_words {sorted(words)}: "
@@ -113,6 +120,18 @@ def to_examples(rows: list[dict[str, Any]], ds: DictConfig, split: str, source: 
         answer = words[label] if words is not None else label
         out.append(Example(f"{split}:{i}", {f: str(row[f]) for f in fields}, label, answer))
     return out
+
+
+def check_labels(splits: Splits, ds: DictConfig) -> None:
+    """A classification set whose examples all carry one label scores every answer right: refuse it."""
+    if ds.kind != "classification":
+        return
+    labels = {e.label for e in [*splits.pool, *splits.test]}
+    if len(labels) < 2:
+        raise DataError(
+            f"dataset={ds.name}: every example has the label {next(iter(labels))!r}: a classification needs at "
+            f"least two labels. Check dataset.label_field={ds.label_field!r} (is it the label column?) and the file."
+        )
 
 
 def split_pool_test(examples: list[Example], test_fraction: float, seed: int) -> Splits:
@@ -151,7 +170,13 @@ def load_from_hub(ds: DictConfig) -> Splits:
 
 
 def load_splits(ds: DictConfig, data_dir: Path) -> Splits:
-    """The demonstration pool and test pool of a dataset config."""
+    """The demonstration pool and test pool of a dataset config, checked (see `check_labels`)."""
+    splits = _load_splits(ds, data_dir)
+    check_labels(splits, ds)
+    return splits
+
+
+def _load_splits(ds: DictConfig, data_dir: Path) -> Splits:
     path = _resolve(ds.path, data_dir)
     if not path.exists():
         if ds.get("hub"):
@@ -167,4 +192,9 @@ def load_splits(ds: DictConfig, data_dir: Path) -> Splits:
     test_path = _resolve(ds.test_path, data_dir)
     if not test_path.exists():
         raise _missing(test_path, data_dir, ds)
+    if test_path.resolve() == path.resolve():
+        raise DataError(
+            f"dataset.test_path is dataset.path ({path}): the queries would be drawn from the demonstrations' own "
+            "file. Give a separate test file, or test_path=null to split the one file with split_seed."
+        )
     return Splits(pool=examples, test=to_examples(_read_local(test_path, ds), ds, "test", str(test_path)))

@@ -1,4 +1,9 @@
-"""Prompt templates: a Python format string over the text fields and `{label}`.
+r"""Prompt templates: a Python format string over the text fields and `{label}`.
+
+Escapes: `\n`, `\t` and `\\` in a template or separator stand for a newline, a tab and a backslash, wherever
+the text came from. A YAML double-quoted string has already turned them into characters; a command-line override
+(`dataset.template='Q: {input}\nA: {label}'`) has not, since Hydra keeps backslashes as they are, and a literal
+backslash-n in every prompt is never what was meant.
 
 A demonstration is the template filled in. A query is the template cut just before `{label}`; the whitespace
 in front of `{label}` moves into the answer (" walked"), because that is how the answer's first token is spelt
@@ -7,12 +12,20 @@ when the model continues the prompt.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 
 from icl_gd.errors import ConfigError
 
 LABEL = "label"
+ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+_ESCAPE = re.compile(r"\\([nt\\])")
+
+
+def unescape(text: str) -> str:
+    r"""`\n`, `\t` and `\\` as the characters they stand for; any other backslash stays as it is."""
+    return _ESCAPE.sub(lambda m: ESCAPES[m.group(1)], text)
 
 
 @dataclass(frozen=True)
@@ -21,6 +34,7 @@ class Template:
     fields: list[str]
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "text", unescape(self.text))
         try:
             names = [n for _, n, _, _ in string.Formatter().parse(self.text) if n is not None]
         except ValueError as e:

@@ -18,6 +18,7 @@ Grid keys may be lists (`dataset.d`, `dataset.n`, `dataset.noise`, `dataset.rag_
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ PRECONDITIONERS = ("identity", "optimal")
 VALUE_INITS = ("identity", "random")
 LORA_TARGETS = ("wq", "wk")
 DTYPES = ("float32", "float64")
+# seeds are stored as int64 (numpy, pandas/parquet columns, W&B); torch.manual_seed alone would take up to 2**64 - 1
+SEED_MAX = 2**63 - 1
 
 
 @dataclass
@@ -214,22 +217,62 @@ def _listify(key: str, value: Any) -> list:
     return [value]
 
 
-def _number(key: str, value: Any, kind: type, lo: float | None = None, hi: float | None = None) -> Any:
+def _show(bound: float) -> str:
+    """A bound as written in a message: 0, 1, 0.5, 9223372036854775807 (no '0.0', no exponent for an int)."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+def _bounds(lo: float | None, hi: float | None, gt: float | None) -> str:
+    """The allowed range in words: '> 0', '>= 1', 'in [0, 1]', 'in (0, 1]' ('' when unbounded)."""
+    low = gt if gt is not None else lo
+    if low is not None and hi is not None:
+        return f"in {'(' if gt is not None else '['}{_show(low)}, {_show(hi)}]"
+    if low is not None:
+        return f"{'>' if gt is not None else '>='} {_show(low)}"
+    return "" if hi is None else f"<= {_show(hi)}"
+
+
+def _number(
+    key: str,
+    value: Any,
+    kind: type,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    gt: float | None = None,
+    fix: str | None = None,
+) -> Any:
+    """`value` as a finite `kind` within lo <= value <= hi (both inclusive) and value > gt (strict), else ConfigError.
+
+    `fix` replaces the default advice ("set <key> <range>") where the bound comes from another key.
+    """
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        ok = ok and float(value).is_integer()
-    rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-    if not ok:
-        _fail(
-            key, value, f"a{'n integer' if kind is int else ' number'} in {rng}", f"set {key} to such a value"
-        )
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        _fail(key, value, f"a value in {rng}", f"set {key} inside that range")
+    if ok and isinstance(value, float):  # no nan/inf; an integer kind takes 3.0, never 3.5
+        ok = math.isfinite(value) and (kind is not int or value.is_integer())
+    rng = _bounds(lo, hi, gt)
+    what = f"a{'n integer' if kind is int else ' finite number'}{' ' + rng if rng else ''}"
+    bad = ok and (
+        (lo is not None and value < lo)
+        or (hi is not None and value > hi)
+        or (gt is not None and not value > gt)
+    )
+    if not ok or bad:
+        _fail(key, value, what, fix or f"set {key} {rng or 'to such a value'}")
     return kind(value)
 
 
-def _grid(key: str, value: Any, kind: type, lo: float | None = None, hi: float | None = None) -> list:
-    return [_number(key, v, kind, lo, hi) for v in _listify(key, value)]
+def _grid(
+    key: str,
+    value: Any,
+    kind: type,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    gt: float | None = None,
+    fix: str | None = None,
+) -> list:
+    """A grid key as a list, each value checked as `_number` checks one."""
+    return [_number(key, v, kind, lo, hi, gt=gt, fix=fix) for v in _listify(key, value)]
 
 
 def _choice(key: str, value: Any, allowed: tuple, fix: str = "pick one") -> None:
@@ -294,15 +337,31 @@ def _data(node: DictConfig) -> DataConfig:
 def _model(node: DictConfig, dims: list[int]) -> ModelConfig:
     model = _typed(MODEL_SCHEMAS[node.name], node, "model")
     if isinstance(model, H3ModelConfig):
-        if model.hidden is not None:
-            _number("model.hidden", model.hidden, int, lo=min(dims))
+        if model.hidden is not None:  # every d of the grid needs at least d channels
+            _number(
+                "model.hidden",
+                model.hidden,
+                int,
+                lo=max(dims),
+                fix=f"set model.hidden >= max(dataset.d) = {max(dims)}, or null (= d + 1)",
+            )
     else:
         _number("model.layers", model.layers, int, lo=1)
     if not isinstance(model, ConstructionModelConfig):
-        _number("model.init_std", model.init_std, float, lo=0.0)
+        # 0 makes every weight (LSA's W_K, W_Q; all of H3) zero and every gradient zero: training never moves
+        _number("model.init_std", model.init_std, float, gt=0.0)
     if isinstance(model, LSAModelConfig):
         model.rank = [
-            None if r is None else _number("model.rank", r, int, lo=1, hi=min(dims))
+            None
+            if r is None
+            else _number(
+                "model.rank",
+                r,
+                int,
+                lo=1,
+                hi=min(dims),
+                fix="set model.rank in [1, min(dataset.d)] or null (full)",
+            )
             for r in _listify("model.rank", model.rank)
         ]
         _choice("model.value_init", model.value_init, VALUE_INITS)
@@ -315,10 +374,8 @@ def _model(node: DictConfig, dims: list[int]) -> ModelConfig:
                 "1 with model.preconditioner=optimal (W* is a one-step optimum)",
                 "use preconditioner=identity for multi-step GD",
             )
-        if model.lr is not None and not model.lr > 0:
-            _fail(
-                "model.lr", model.lr, "a positive step size or null (line search)", "set model.lr > 0 or null"
-            )
+        if model.lr is not None:
+            _number("model.lr", model.lr, float, gt=0.0, fix="set model.lr > 0, or null (line search)")
     return model
 
 
@@ -327,17 +384,19 @@ def _train(node: DictConfig, dims: list[int]) -> TrainConfig:
     for k in POSITIVE_INTS:
         _number(f"method.{k}", getattr(train, k), int, lo=1)
     _number("method.warmup", train.warmup, int, lo=0)
-    _number("method.lr", train.lr, float, lo=0.0)
+    _number("method.lr", train.lr, float, gt=0.0)
     _number("method.min_lr_ratio", train.min_lr_ratio, float, 0.0, 1.0)
-    _grid("method.sparsity_thresholds", train.sparsity_thresholds, float, lo=0.0)
+    # on |w| / max|w| with a strict '<': 0 counts nothing, above 1 counts everything
+    _grid("method.sparsity_thresholds", train.sparsity_thresholds, float, hi=1.0, gt=0.0)
     _choice("method.dtype", train.dtype, DTYPES)
     _number("method.threads", train.threads, int, lo=0)
     lora = train.lora
     for r in lora.ranks:
-        _number("method.lora.ranks", r, int, lo=1, hi=min(dims))
+        _number("method.lora.ranks", r, int, 1, min(dims), fix="give ranks in [1, min(dataset.d)]")
     _number("method.lora.steps", lora.steps, int, lo=1)
+    # alpha = 0 scales the update to zero; init_std = 0 starts A and B both at zero, where both gradients vanish
     for k in ("lr", "alpha", "init_std"):
-        _number(f"method.lora.{k}", getattr(lora, k), float, lo=0.0)
+        _number(f"method.lora.{k}", getattr(lora, k), float, gt=0.0)
     _choice("method.lora.target", lora.target, LORA_TARGETS, "pick one (a rank-r update of W_K^T W_Q)")
     return train
 
@@ -355,14 +414,26 @@ def parse(cfg: DictConfig) -> LinregJob:
     data = _data(cfg.dataset)
     model = _model(cfg.model, data.d)
     train = _train(cfg.method, data.d)
-    job = LinregJob(seed=_number("seed", cfg.get("seed"), int, lo=0), data=data, model=model, train=train)
+    seed = _number("seed", cfg.get("seed"), int, 0, SEED_MAX)
+    job = LinregJob(seed=seed, data=data, model=model, train=train)
     _cross_checks(job)
     return job
 
 
 def _cross_checks(job: LinregJob) -> None:
     """Constraints that involve more than one key."""
-    data, model, lora = job.data, job.model, job.train.lora
+    data, model, train, lora = job.data, job.model, job.train, job.train.lora
+    if job.trainable:  # warm-up longer than training never reaches the peak lr nor decays
+        _number("method.warmup", train.warmup, int, 0, train.steps, fix="set method.warmup <= method.steps")
+        if lora.ranks:  # the LoRA phase reuses the schedule
+            _number(
+                "method.warmup",
+                train.warmup,
+                int,
+                0,
+                lora.steps,
+                fix="set method.warmup <= method.lora.steps (the LoRA phase reuses it)",
+            )
     if job.ranks != [None] and (any(data.rag_alpha) or any(data.align_alpha)):
         _fail(
             "model.rank",

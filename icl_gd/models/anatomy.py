@@ -126,3 +126,16 @@ def parse_param(name: str) -> tuple[int, str]:
     if suffix == "bias":
         matrix += ".bias"
     return layer, matrix
+
+
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_length(model) -> int | None:
+    """The most tokens one sequence may hold (the model config's position limit), or None when it names none."""
+    config = getattr(unwrap(model), "config", None)
+    for key in _CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

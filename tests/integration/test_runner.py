@@ -36,7 +36,7 @@ def test_icl_job_writes_every_file(smoke, tmp_path: Path) -> None:
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["method"]["name"] == "icl" and "${" not in (out / "config.yaml").read_text()
     demos = [json.loads(line) for line in (out / "demos.jsonl").read_text().splitlines()]
-    assert len(demos) == 4 and all({"id", "label", "answer", "text"} <= set(d) for d in demos)
+    assert len(demos) == 4 and all({"id", "label", "answer", "fields", "demo"} <= set(d) for d in demos)
     df = pd.read_parquet(out / "predictions.parquet")
     assert len(df) == 4 and len(df.topk_ids[0]) == 10 and len(df.label_probs[0]) == 2
     assert {
