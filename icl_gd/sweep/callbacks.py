@@ -3,7 +3,11 @@
 Before anything runs it also checks what Hydra would otherwise report with a traceback: that the output folder
 can be written, and that the chosen launcher's plugin is installed (`hydra/launcher=joblib` without the plugin
 says what to install instead of Hydra's "Unknown plugin class"). Hydra turns a callback's exception into a
-warning, so these checks exit with the message (SystemExit) instead.
+warning (and the multirun exits 0), so these checks exit with the message (SystemExit) instead.
+
+At the end of a multirun it writes the comparison and the report of the jobs that finished, then, when a job of
+the sweep folder failed (or its files do not read back) or a step failed, logs one ERROR line naming each and the
+fix, and exits 1 (SystemExit, which Hydra lets through): a multirun with a failure never ends with exit 0.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from icl_gd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from icl_gd.sweep.jobs import SweepScan
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +98,70 @@ class CompareOnMultirunEnd(Callback):
             raise SystemExit(f"{type(e).__name__}: {e}") from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Compare the sweep's jobs, then write its report; a failure of either is logged, never raised."""
-        from icl_gd.sweep.compare import compare_sweep  # noqa: PLC0415 -- torch and pandas, only at the end
-        from icl_gd.sweep.loading import EmptySweepError  # noqa: PLC0415
-        from icl_gd.sweep.report import build_report  # noqa: PLC0415
+        """Compare the sweep's jobs, write its report, then say what failed and exit 1 if anything did."""
+        from icl_gd.sweep.jobs import scan_jobs  # noqa: PLC0415 -- pandas and pyarrow, only at the end
 
-        sweep = config.hydra.sweep.dir
-        for what, step, rerun in (
-            ("comparison", compare_sweep, "python -m icl_gd.sweep compare {}"),
-            ("report", build_report, "make report SWEEP={}"),
-        ):
-            try:
-                step(sweep, logger_cfg=config.get("logger"))
-            except EmptySweepError as e:  # e.g. a regression-lab sweep: its jobs write their own figures
-                log.info("no %s for %s: %s", what, sweep, e)
-            except Exception as e:  # the jobs' own files are the record; both steps can be rerun from them
-                log.error("%s of %s failed: %s (rerun: %s)", what, sweep, e, rerun.format(sweep))
+        sweep = Path(config.hydra.sweep.dir)
+        try:
+            scan = scan_jobs(sweep)  # once: each step and the summary agree on which jobs finished
+        except Exception as e:  # the multirun must not end with exit 0 all the same
+            log.error("the jobs of %s could not be checked: %s: %s", sweep, type(e).__name__, e)
+            raise SystemExit(1) from None
+        failed_steps = run_steps(scan, config.get("logger"))
+        if end_of_sweep(scan) or failed_steps:
+            raise SystemExit(1)  # after the comparison and report of the finished jobs are written
+
+
+def run_steps(scan: SweepScan, logger_cfg: Any) -> list[str]:
+    """Compare the sweep, then write its report; each failure is logged (one line, with the command that reruns
+    the step) and the other step still runs. Returns the steps that failed."""
+    from icl_gd.sweep.compare import compare_sweep  # noqa: PLC0415 -- torch and pandas, only at the end
+    from icl_gd.sweep.jobs import EmptySweepError, NoFinishedJobsError  # noqa: PLC0415
+    from icl_gd.sweep.report import build_report  # noqa: PLC0415
+
+    sweep = scan.folder
+    failed = []
+    for what, step, rerun in (
+        ("comparison", compare_sweep, "python -m icl_gd.sweep compare {}"),
+        ("report", build_report, "make report SWEEP={}"),
+    ):
+        try:
+            step(sweep, logger_cfg=logger_cfg, scan=scan)
+        except NoFinishedJobsError:  # no job finished: the end-of-sweep line names each failure
+            log.info("no %s of %s: no job finished", what, sweep)
+        except EmptySweepError as e:  # e.g. a regression-lab sweep: its jobs write their own figures
+            log.info("no %s for %s: %s", what, sweep, e)
+        except Exception as e:  # the jobs' own files are the record; both steps can be rerun from them
+            log.error(
+                "%s of %s failed: %s: %s (rerun it with: %s)",
+                what,
+                sweep,
+                type(e).__name__,
+                e,
+                rerun.format(sweep),
+            )
+            failed.append(what)
+    return failed
+
+
+def end_of_sweep(scan: SweepScan) -> bool:
+    """Log, at the end of a multirun, which jobs of the sweep folder failed (ERROR) or have not finished
+    (WARNING), each with its error and the fix; True when a job failed or does not read back."""
+    from icl_gd import io  # noqa: PLC0415
+    from icl_gd.sweep.jobs import failure_summary, unfinished_note  # noqa: PLC0415
+
+    summary, unfinished = failure_summary(scan), unfinished_note(scan)
+    if unfinished:
+        log.warning("%s", unfinished)
+    if summary:
+        written = [
+            scan.folder / name for name in (io.COMPARISON_MD, io.REPORT) if (scan.folder / name).exists()
+        ]
+        if scan.jobs and written:
+            summary += (
+                f" The {len(scan.jobs)} finished jobs are compared without them in "
+                + " and ".join(map(str, written))
+                + "."
+            )
+        log.error("%s", summary)
+    return summary is not None

@@ -5,18 +5,33 @@
 
 `--logger` overrides the jobs' logger for the step's W&B run; naming the jobs' own logger keeps its settings
 (project, entity, tags), see `icl_gd.sweep.logger.pick_logger`. Without it the step logs where the jobs did.
+
+Exit codes: 0 when the step wrote its files (jobs that failed or do not read back are left out, and a warning
+line names them); 2 when the path is no folder or holds no job folder (or only regression-lab jobs); 1 when it
+holds jobs but none finished, or a file the step needs does not read back (the message names it and the fix).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from icl_gd.sweep.compare import compare_sweep
-from icl_gd.sweep.loading import EmptySweepError, require_folder
+from icl_gd.sweep.jobs import (
+    EmptySweepError,
+    NoFinishedJobsError,
+    SweepScan,
+    failure_summary,
+    scan_jobs,
+    unfinished_note,
+)
+from icl_gd.sweep.loading import SweepFileError, require_folder
 from icl_gd.sweep.report import build_report
+
+log = logging.getLogger(__name__)
 
 LOGGERS = ("wandb", "none")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -48,8 +63,21 @@ def logger_override(name: str | None) -> dict[str, Any] | None:
     return {"name": name} if name else None
 
 
+def fail(command: argparse.ArgumentParser, message: str) -> NoReturn:
+    """Exit 1 with `prog: error: message` on stderr: the folder is right, but its jobs or files are not."""
+    sys.stderr.write(f"{command.prog}: error: {message}\n")
+    raise SystemExit(1)
+
+
+def warn_left_out(scan: SweepScan) -> None:
+    """A warning line naming the jobs the step left out (failed, unreadable, unfinished), when there are any."""
+    for line in (failure_summary(scan), unfinished_note(scan)):
+        if line:
+            log.warning("%s", line)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run one command on a sweep folder; a wrong folder or an empty sweep is a usage error (exit code 2)."""
+    """Run one command on a sweep folder; see the module's docstring for the exit codes."""
     top, commands = parser()
     args = top.parse_args(argv)
     command = commands[args.command]
@@ -57,13 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     logger_cfg = logger_override(args.logger)
     try:
         require_folder(args.sweep_dir)
-    except FileNotFoundError as e:
+        scan = scan_jobs(args.sweep_dir)
+        if args.command == "compare":
+            compare_sweep(args.sweep_dir, logger_cfg=logger_cfg, scan=scan)
+        else:
+            path = build_report(args.sweep_dir, logger_cfg=logger_cfg, scan=scan)
+    except (NoFinishedJobsError, SweepFileError) as e:  # the right folder, but nothing in it to use
+        fail(command, str(e))
+    except (FileNotFoundError, EmptySweepError) as e:  # not a sweep folder, or e.g. a regression-lab sweep
         command.error(str(e))
-    if args.command == "compare":
-        compare_sweep(args.sweep_dir, logger_cfg=logger_cfg)
-        return
-    try:
-        path = build_report(args.sweep_dir, logger_cfg=logger_cfg)
-    except (FileNotFoundError, EmptySweepError) as e:  # e.g. a regression-lab sweep: no language-model job
-        command.error(str(e))
-    print(path, flush=True)
+    warn_left_out(scan)
+    if args.command == "report":
+        print(path, flush=True)

@@ -21,7 +21,15 @@ import torch
 from icl_gd import io
 from icl_gd import metrics as M
 from icl_gd.sweep import stats
-from icl_gd.sweep.jobs import ORDER_PAIR, Job, find_pairs, jobs_logger, load_jobs
+from icl_gd.sweep.jobs import (
+    ORDER_PAIR,
+    Job,
+    SweepScan,
+    UnreadableJobFile,
+    find_pairs,
+    finished_jobs,
+    jobs_logger,
+)
 from icl_gd.sweep.logger import log_run, pick_logger
 from icl_gd.sweep.markdown import fmt_ci, md_table, number, text, with_half_width
 from icl_gd.sweep.order import order_sensitivity, order_table
@@ -53,6 +61,10 @@ VERDICT_LEGEND = (
 SHARE_LEGEND = (
     "\n_1 - D(X, ICL) / D(zero-shot, ICL) over each cell (tv, js: full vocabulary; label_: over the label words): "
     "1 = answers like ICL, 0 = no closer than zero-shot. The icl_vs_icl_order row is the floor on this scale._\n"
+)
+NO_PAIRS = (
+    "\n_No comparable pairs: no two finished jobs differ only in the method, or only in order_seed with "
+    "another realised demo order._\n"
 )
 ORDER_LEGEND = (
     "\n_Per query, the standard deviation across demo orders of each label word's probability, averaged "
@@ -146,17 +158,25 @@ def eval_signature(config: dict[str, Any]) -> str:
 
 
 def compare_jobs(jobs: list[Job]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary rows, per-query rows) for every pair among `jobs`; see `summarize` for the summary."""
-    cache: dict[Path, pd.DataFrame] = {}
+    """(summary rows, per-query rows) for every pair among `jobs`; see `summarize` for the summary.
 
-    def preds(job: Job) -> pd.DataFrame:
+    A job whose predictions do not read back is left out of every pair, with one error naming it and the fix."""
+    cache: dict[Path, pd.DataFrame | None] = {}
+
+    def preds(job: Job) -> pd.DataFrame | None:
         if job.folder not in cache:
-            cache[job.folder] = job.predictions()
+            try:
+                cache[job.folder] = job.predictions()
+            except UnreadableJobFile as e:
+                log.error("%s", e)
+                cache[job.folder] = None
         return cache[job.folder]
 
     per_query = []
     for pair_type, a, b in find_pairs(jobs):
-        per_query.append(pair_metrics(preds(a), preds(b)).assign(**_describe(a, b, pair_type)))
+        pa, pb = preds(a), preds(b)
+        if pa is not None and pb is not None:
+            per_query.append(pair_metrics(pa, pb).assign(**_describe(a, b, pair_type)))
     if not per_query:
         return pd.DataFrame(), pd.DataFrame()
     queries = with_zero_shot_distances(pd.concat(per_query, ignore_index=True))
@@ -238,31 +258,58 @@ def _wandb_summary(table: pd.DataFrame) -> dict[str, float]:
     return flat
 
 
+def _drop_stale(path: Path) -> None:
+    """Remove a file an earlier comparison wrote that this one has no rows for: the report must not read it."""
+    if path.exists():
+        path.unlink()
+        log.info("removed %s: written by an earlier comparison, it has no rows now", path)
+
+
 def _write_orders(sweep_dir: Path, jobs: list[Job]) -> str:
     """Write order_sensitivity.parquet when the sweep has order groups; returns its markdown section (or "")."""
     orders = order_sensitivity(jobs)
     if orders.empty:
+        _drop_stale(sweep_dir / io.ORDER_SENSITIVITY)
         return ""
     io.write_parquet(sweep_dir / io.ORDER_SENSITIVITY, orders)
     return "\n## Order sensitivity\n\n" + order_markdown(order_table(orders))
 
 
-def compare_sweep(sweep_dir: str | Path, logger_cfg: Any = None) -> pd.DataFrame:
+def left_out_md(scan: SweepScan) -> str:
+    """A line under the title naming how many jobs of the folder are not compared, and why; "" when none."""
+    parts = [
+        f"{len(scan.failed)} failed",
+        f"{len(scan.unreadable)} whose files do not read back",
+        f"{len(scan.unfinished)} not finished",
+    ]
+    counts = (len(scan.failed), len(scan.unreadable), len(scan.unfinished))
+    said = [p for p, n in zip(parts, counts, strict=True) if n]
+    if not said:
+        return ""
+    return f"\n_Not compared: {', '.join(said)} (each job's {io.STATUS} and the log say which and why)._\n"
+
+
+def compare_sweep(
+    sweep_dir: str | Path, logger_cfg: Any = None, scan: SweepScan | None = None
+) -> pd.DataFrame:
     """Compare every pair of a sweep folder, write the files, print the table, log a W&B `compare` run.
 
     logger_cfg: a `logger` node ({name: none} / {name: wandb, ...}); None = the jobs' own logger.
+    EmptySweepError when the folder holds no finished language-model job (NoFinishedJobsError, naming the
+    failed jobs' errors, when it has jobs but none finished); a done job whose files do not read back is
+    skipped, with an error naming the job, the file and the fix. scan: the folder's `scan_jobs`, when taken.
     """
     sweep_dir = Path(sweep_dir)
-    jobs = load_jobs(sweep_dir)
+    jobs, scan = finished_jobs(sweep_dir, scan)
     stats.use(stats.settings_of(j.config for j in jobs))
     summary, per_query = compare_jobs(jobs)
     order_md = _write_orders(sweep_dir, jobs)
-    title = f"# Comparison of {len(jobs)} jobs in {sweep_dir}\n"
+    title = f"# Comparison of {len(jobs)} jobs in {sweep_dir}\n" + left_out_md(scan)
     io.write_parquet(sweep_dir / io.COMPARISON, summary)
     if summary.empty:
         log.warning("no comparable pairs among the %d finished jobs in %s", len(jobs), sweep_dir)
-        if order_md:
-            io.write_text(sweep_dir / io.COMPARISON_MD, title + order_md)
+        _drop_stale(sweep_dir / io.COMPARISON_QUERIES)
+        io.write_text(sweep_dir / io.COMPARISON_MD, title + NO_PAIRS + order_md)
         return summary
     table = aggregate(per_query)
     io.write_parquet(sweep_dir / io.COMPARISON_QUERIES, per_query)

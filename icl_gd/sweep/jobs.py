@@ -2,6 +2,11 @@
 
 Two jobs form a pair when their resolved configs agree on everything but the method (a method pair), or when
 both are ICL and differ only in `order_seed` (an order pair: the noise floor a GD-vs-ICL gap must clear).
+
+Every job file the sweep steps read goes through `read_job_file`: a file that does not read back (truncated,
+corrupt, missing) raises UnreadableJobFile, naming the job folder, the file and how to redo the job, and the
+steps skip that job instead of aborting. `scan_jobs` sorts a sweep folder's jobs into finished, failed,
+unreadable and unfinished; `failure_summary` is the one line that says which jobs did not finish and why.
 """
 
 from __future__ import annotations
@@ -9,11 +14,14 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from icl_gd import io
@@ -25,6 +33,63 @@ METHOD_ORDER = ("icl", "gd", "lora", "zeroshot")  # the first of a pair is the r
 ORDER_PAIR = "icl_vs_icl_order"
 ORDER_KEY = "order_seed"  # the config key that only reorders the demonstrations
 NO_LOGGER = {"name": "none"}
+LM_KEYS = ("model", "method", "dataset")  # what a language-model job's config.yaml must hold
+NOT_LM = ("linreg",)  # dataset names of jobs that are no language-model job (the regression lab)
+PARQUET_FILES = (io.PREDICTIONS, io.DAI_LAYERS, io.DAI_QUERIES, io.SPARSITY)  # job files the sweep reads
+# what reading a file that is truncated, corrupt, of the wrong shape or gone raises
+READ_ERRORS = (OSError, ValueError, KeyError, TypeError, yaml.YAMLError, pa.ArrowException)
+T = TypeVar("T")
+
+
+class EmptySweepError(ValueError):
+    """The folder holds no finished language-model job: nothing to compare or report."""
+
+
+class NoFinishedJobsError(EmptySweepError):
+    """The folder has job folders but none finished: each failed, does not read back or is still running."""
+
+
+class UnreadableJobFile(Exception):
+    """A finished job's file does not read back: the message names the job folder, the file and the fix."""
+
+    def __init__(self, folder: Path, name: str, error: BaseException | str) -> None:
+        self.folder, self.name = Path(folder), name
+        self.error = error if isinstance(error, str) else f"{type(error).__name__}: {_first_line(error)}"
+        super().__init__(
+            f"job {self.folder} is skipped: its {name} does not read back ({self.error}). {self.fix}"
+        )
+
+    @property
+    def reason(self) -> str:
+        """What the failure summary says of the job."""
+        return f"{self.name} does not read back: {self.error}"
+
+    @property
+    def fix(self) -> str:
+        """How to redo the job: the runner reruns a job unless its status.json says done and its metrics read."""
+        if self.name in (io.STATUS, io.METRICS):
+            return (
+                f"Rerun the sweep's command (python run.py -m ...): the runner redoes a job whose {self.name} "
+                "does not read back, and skips the done ones."
+            )
+        return (
+            f"To redo the job, delete {self.folder / io.STATUS} and rerun the sweep's command "
+            "(python run.py -m ...): the runner runs that job again and skips the done ones."
+        )
+
+
+def _first_line(e: BaseException | str) -> str:
+    """An error's message, on one line (a traceback-like message keeps its first line only)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def read_job_file(folder: Path, name: str, read: Callable[[Path], T]) -> T:
+    """read(folder / name); UnreadableJobFile (naming the job, the file and the fix) when it does not read back."""
+    try:
+        return read(Path(folder) / name)
+    except READ_ERRORS as e:
+        raise UnreadableJobFile(folder, name, e) from e
 
 
 @dataclass
@@ -58,8 +123,8 @@ class Job:
         return (o is not None, o or 0)
 
     def predictions(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """predictions.parquet, or only those of `columns` it has."""
-        return io.read_parquet(self.folder / io.PREDICTIONS, columns)
+        """predictions.parquet, or only those of `columns` it has; UnreadableJobFile when it does not read back."""
+        return read_job_file(self.folder, io.PREDICTIONS, lambda p: io.read_parquet(p, columns))
 
 
 def _fmt(v: Any) -> str:
@@ -114,16 +179,187 @@ def label_jobs(jobs: list[Job]) -> list[Job]:
     return jobs
 
 
-def load_jobs(sweep_dir: Path) -> list[Job]:
-    """Every finished language-model job under the sweep folder, each counted once, labelled (`label_jobs`)."""
-    jobs = []
+@dataclass
+class JobFailure:
+    """A job of a sweep folder that did not finish: its folder and why (ErrorType: message)."""
+
+    folder: Path
+    reason: str
+
+
+@dataclass
+class SweepScan:
+    """The jobs of a sweep folder (each folder with a status.json), sorted by how they ended."""
+
+    folder: Path
+    jobs: list[Job] = field(default_factory=list)  # done language-model jobs whose files read back
+    other_done: list[Path] = field(default_factory=list)  # done jobs that are no language-model job (linreg)
+    failed: list[JobFailure] = field(default_factory=list)  # status.json says failed
+    unreadable: list[UnreadableJobFile] = field(default_factory=list)  # a file of theirs does not read back
+    unfinished: list[JobFailure] = field(default_factory=list)  # running (or killed), or another state
+
+    @property
+    def n_jobs(self) -> int:
+        """Every job folder, however it ended."""
+        groups = (self.jobs, self.other_done, self.failed, self.unreadable, self.unfinished)
+        return sum(len(g) for g in groups)
+
+    @property
+    def not_finished(self) -> list[JobFailure]:
+        """The failed jobs, then those whose files do not read back (each with its reason)."""
+        return [*self.failed, *(JobFailure(u.folder, u.reason) for u in self.unreadable)]
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    config = yaml.safe_load(path.read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"not a mapping but {type(config).__name__}")
+    return config
+
+
+def _read_demo_ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _read_parquet_through(path: Path) -> None:
+    """Read every row group of a parquet file (one at a time, then dropped): a corrupt page fails here."""
+    pf = pq.ParquetFile(path)
+    for i in range(pf.num_row_groups):
+        pf.read_row_group(i)
+
+
+def _check_lm_files(folder: Path) -> None:
+    """UnreadableJobFile unless each file of a done language-model job that the sweep reads reads back in full
+    (predictions.parquet must be there; the others where they are)."""
+    for name in PARQUET_FILES:
+        if name == io.PREDICTIONS or (folder / name).exists():
+            read_job_file(folder, name, _read_parquet_through)
+    if (folder / io.METRICS).exists():
+        read_job_file(folder, io.METRICS, io.read_json)
+    if (folder / io.DEMOS).exists():
+        read_job_file(folder, io.DEMOS, _read_demo_ids)
+
+
+def _scan_one(folder: Path, scan: SweepScan) -> None:
+    """Put the job of `folder` (it has a status.json) where it belongs in `scan`."""
+    try:
+        st = read_job_file(folder, io.STATUS, io.read_json)
+        if not isinstance(st, dict):
+            raise UnreadableJobFile(folder, io.STATUS, f"not a JSON object but {type(st).__name__}")
+    except UnreadableJobFile as e:
+        scan.unreadable.append(e)
+        return
+    state = st.get("status")
+    if state == "failed":
+        error = _first_line(st.get("error") or "no error recorded")
+        scan.failed.append(JobFailure(folder, f"{st.get('error_type') or 'Error'}: {error}"))
+        return
+    if state != "done":
+        scan.unfinished.append(JobFailure(folder, f"status {state!r} (still running, or killed)"))
+        return
+    try:
+        config = read_job_file(folder, io.CONFIG, _read_config)
+        if (config.get("dataset") or {}).get("name") in NOT_LM:
+            scan.other_done.append(folder)
+            return
+        missing = [k for k in LM_KEYS if not isinstance(config.get(k), dict)]
+        if missing:
+            raise UnreadableJobFile(folder, io.CONFIG, f"it has no {', '.join(missing)}")
+        _check_lm_files(folder)
+    except UnreadableJobFile as e:
+        scan.unreadable.append(e)
+        return
+    scan.jobs.append(Job(folder, config))
+
+
+def scan_jobs(sweep_dir: Path) -> SweepScan:
+    """Every job under the sweep folder (a folder with a status.json), sorted by how it ended.
+
+    It reads each done job's files through once, so a job is in or out for every step that is given the scan."""
+    scan = SweepScan(Path(sweep_dir))
     for status in sorted(Path(sweep_dir).rglob(io.STATUS)):
-        folder = status.parent
-        st = io.read_status(folder)
-        if not st or st.get("status") != "done" or not (folder / io.PREDICTIONS).exists():
-            continue
-        jobs.append(Job(folder, yaml.safe_load((folder / io.CONFIG).read_text())))
-    return label_jobs(unique_jobs(jobs))
+        _scan_one(status.parent, scan)
+    return scan
+
+
+def load_jobs(sweep_dir: Path, scan: SweepScan | None = None) -> list[Job]:
+    """Every finished language-model job under the sweep folder, each counted once, labelled (`label_jobs`).
+
+    A done job whose files do not read back is skipped, with an error that names the job, the file and the fix."""
+    scan = scan or scan_jobs(sweep_dir)
+    for e in scan.unreadable:
+        log.error("%s", e)
+    return label_jobs(unique_jobs(list(scan.jobs)))
+
+
+def finished_jobs(sweep_dir: Path, scan: SweepScan | None = None) -> tuple[list[Job], SweepScan]:
+    """`load_jobs` and the scan it rests on (taken now unless given); EmptySweepError (NoFinishedJobsError, naming
+    the failed jobs' errors, when the folder has jobs) when none finished."""
+    scan = scan or scan_jobs(sweep_dir)
+    jobs = load_jobs(sweep_dir, scan)
+    if not jobs:
+        raise _empty(scan)
+    return jobs, scan
+
+
+def _empty(scan: SweepScan) -> EmptySweepError:
+    """The error for a sweep folder without a finished language-model job: why, naming the jobs, and the fix."""
+    head = f"{scan.folder} holds no finished language-model job: "
+    if not scan.n_jobs:
+        return EmptySweepError(
+            head + f"it has no job folder (no {io.STATUS} under it). Pass the sweep folder (hydra.sweep.dir) "
+            f"of a multirun, or run a sweep into it first (python run.py -m ... hydra.sweep.dir={scan.folder})"
+        )
+    said = [s for s in (failure_summary(scan), unfinished_note(scan)) if s]
+    if said:
+        return NoFinishedJobsError(head + " ".join(said))
+    return EmptySweepError(
+        head + f"its {len(scan.other_done)} done jobs are regression-lab jobs (dataset=linreg), which write "
+        "their own tables and figures into their job folders"
+    )
+
+
+def _name(folder: Path, sweep: Path) -> str:
+    """A job folder as the summary names it: relative to the sweep folder."""
+    return str(folder.relative_to(sweep)) if folder.is_relative_to(sweep) else str(folder)
+
+
+def unfinished_note(scan: SweepScan) -> str | None:
+    """One line naming the jobs whose status.json says neither done nor failed (running, or killed); or None."""
+    if not scan.unfinished:
+        return None
+    return (
+        f"{len(scan.unfinished)} of {scan.n_jobs} jobs in {scan.folder} have not finished: "
+        + "; ".join(f"{_name(f.folder, scan.folder)} ({f.reason})" for f in scan.unfinished)
+        + ". If no sweep is running them, rerun the sweep's command: it runs them again and skips the done ones."
+    )
+
+
+def failure_summary(scan: SweepScan) -> str | None:
+    """One line naming every job of the sweep that failed or whose files do not read back, and the fix; or None.
+
+    "2 of 4 jobs in S failed: a (ConfigError: ...); b (predictions.parquet does not read back: ...). ..." """
+    bad = scan.not_finished
+    if not bad:
+        return None
+    fixes = []
+    if scan.failed:
+        fixes.append(
+            "fix what the errors say and rerun the sweep's command: it runs the failed jobs again and skips "
+            f"the done ones (each job's traceback is in its {io.STATUS})"
+        )
+    if scan.unreadable:
+        fixes.append(
+            f"for a job whose files do not read back, delete its {io.STATUS} and rerun the sweep's command "
+            f"(a job whose {io.STATUS} or {io.METRICS} does not read back is redone without that)"
+        )
+    return (
+        f"{len(bad)} of {scan.n_jobs} jobs in {scan.folder} failed: "
+        + "; ".join(f"{_name(f.folder, scan.folder)} ({f.reason})" for f in bad)
+        + ". To finish the sweep, "
+        + "; ".join(fixes)
+        + "."
+    )
 
 
 def unique_jobs(jobs: list[Job]) -> list[Job]:
@@ -142,11 +378,12 @@ def unique_jobs(jobs: list[Job]) -> list[Job]:
 
 
 def demo_order(job: Job) -> list[str] | None:
-    """The ids of the demonstrations in the order the job used them (demos.jsonl); None when it has no such file."""
-    path = job.folder / io.DEMOS
-    if not path.exists():
+    """The ids of the demonstrations in the order the job used them (demos.jsonl); None when it has no such file.
+
+    UnreadableJobFile when the file does not read back."""
+    if not (job.folder / io.DEMOS).exists():
         return None
-    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
+    return read_job_file(job.folder, io.DEMOS, _read_demo_ids)
 
 
 def jobs_logger(jobs: list[Job]) -> dict[str, Any]:

@@ -2,10 +2,13 @@
 
 It reads what the jobs and the compare step wrote (comparison_queries.parquet, order_sensitivity.parquet, each
 job's predictions and, where analysis.dai / analysis.sparsity were on, dai_*.parquet and sparsity.parquet).
+A job file that does not read back skips that job's rows, with an error naming the job, the file and the fix; a
+sweep file that does not read back raises SweepFileError (rerun the compare step, which rewrites it).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,15 +18,27 @@ from typing import Any
 import pandas as pd
 
 from icl_gd import io
-from icl_gd.sweep.jobs import ORDER_KEY, Job, base_label, jobs_logger, load_jobs
+from icl_gd.sweep.jobs import (
+    ORDER_KEY,
+    READ_ERRORS,
+    Job,
+    SweepScan,
+    UnreadableJobFile,
+    base_label,
+    finished_jobs,
+    jobs_logger,
+    read_job_file,
+)
 from icl_gd.sweep.stats import settings_of
+
+log = logging.getLogger(__name__)
 
 META = ("model", "model_base", "revision", "random_init", "dataset", "method", "demos", "seed")
 PREDICTION_COLUMNS = ["query_id", "gold", "correct", "pred_label"]  # what the accuracy tables read
 
 
-class EmptySweepError(ValueError):
-    """The folder holds no finished language-model job: nothing to report."""
+class SweepFileError(ValueError):
+    """A file the compare step wrote into the sweep folder does not read back: the message says to rerun it."""
 
 
 @dataclass
@@ -42,6 +57,7 @@ class Sweep:
     top_k: int | None  # eval.top_k when every job used the same
     logger: dict[str, Any]  # the jobs' `logger` node: where the report run logs unless told otherwise
     stats: Any = None  # the jobs' bootstrap settings (icl_gd.sweep.stats.Boot)
+    skipped: int = 0  # done jobs left out because a file of theirs does not read back
 
 
 def job_frame(jobs: list[Job]) -> pd.DataFrame:
@@ -79,11 +95,28 @@ def _read(path: Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
     return io.read_parquet(path, list(columns) if columns else None)
 
 
+def _read_sweep_file(folder: Path, name: str) -> pd.DataFrame:
+    """A parquet file the compare step wrote (empty when absent); SweepFileError when it does not read back."""
+    try:
+        return _read(folder / name)
+    except READ_ERRORS as e:
+        raise SweepFileError(
+            f"{folder / name} does not read back ({type(e).__name__}: {e}): rerun the comparison, which "
+            f"rewrites it (python -m icl_gd.sweep compare {folder}), then the report"
+        ) from e
+
+
 def job_files(jobs: pd.DataFrame, name: str, columns: Iterable[str] | None = None) -> pd.DataFrame:
-    """The file `name` of every job that has it, stacked, each row with its job's META columns."""
+    """The file `name` of every job that has it, stacked, each row with its job's META columns.
+
+    A file that does not read back is left out, with an error naming the job, the file and the fix."""
     frames = []
     for _, j in jobs.iterrows():
-        df = _read(Path(j["folder"]) / name, columns)
+        try:
+            df = read_job_file(Path(j["folder"]), name, lambda p: _read(p, columns))
+        except UnreadableJobFile as e:
+            log.error("%s", e)
+            continue
         if len(df):
             frames.append(df.assign(**{k: j[k] for k in META}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -111,29 +144,32 @@ def require_folder(folder: Path) -> None:
         )
 
 
-def load_sweep(folder: Path) -> Sweep:
-    """Read a sweep folder; EmptySweepError when it holds no finished language-model job."""
+def load_sweep(folder: Path, scan: SweepScan | None = None) -> Sweep:
+    """Read a sweep folder; EmptySweepError when it holds no finished language-model job (NoFinishedJobsError,
+    naming the failed jobs' errors, when it has jobs but none finished), SweepFileError when a file the compare
+    step wrote does not read back. scan: the folder's `scan_jobs`, when taken."""
     require_folder(folder)
-    jobs = load_jobs(folder)
-    if not jobs:
-        raise EmptySweepError(
-            f"{folder} holds no finished language-model job (no status.json saying done next to a "
-            "predictions.parquet): run a sweep into it first (python run.py -m ... hydra.sweep.dir=<folder>)"
-        )
+    jobs, scan = finished_jobs(folder, scan)
     frame = job_frame(jobs)
     preds = job_files(frame[frame["reference"]], io.PREDICTIONS, PREDICTION_COLUMNS)
+    accuracy = (
+        preds.assign(correct=label_correct(preds))[[*META, "query_id", "correct"]]
+        if len(preds)
+        else pd.DataFrame(columns=[*META, "query_id", "correct"])
+    )
     top_ks = {j.config.get("eval", {}).get("top_k") for j in jobs}
     return Sweep(
         folder=folder,
         status=status_counts(folder),
         jobs=frame,
-        queries=_read(folder / io.COMPARISON_QUERIES),
-        orders=_read(folder / io.ORDER_SENSITIVITY),
-        accuracy=preds.assign(correct=label_correct(preds))[[*META, "query_id", "correct"]],
+        queries=_read_sweep_file(folder, io.COMPARISON_QUERIES),
+        orders=_read_sweep_file(folder, io.ORDER_SENSITIVITY),
+        accuracy=accuracy,
         dai_layers=job_files(frame, io.DAI_LAYERS),
         dai_queries=job_files(frame, io.DAI_QUERIES),
         sparsity=job_files(frame, io.SPARSITY),
         top_k=top_ks.pop() if len(top_ks) == 1 else None,
         logger=jobs_logger(jobs),
         stats=settings_of(j.config for j in jobs),
+        skipped=len(scan.unreadable),
     )

@@ -8,6 +8,9 @@ with batch size 1 sees the demos in order (so it is too); full-batch GD is order
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -15,8 +18,10 @@ from torch import Tensor
 
 from icl_gd.metrics.distributions import renormalize
 from icl_gd.metrics.order import MIN_ORDERS, label_prob_std
-from icl_gd.sweep.jobs import ORDER_KEY, Job
+from icl_gd.sweep.jobs import ORDER_KEY, Job, UnreadableJobFile
 from icl_gd.sweep.tables import wide_ci
+
+log = logging.getLogger(__name__)
 
 ORDER_TABLE_KEYS = ["model", "dataset", "demos", "method"]
 
@@ -33,19 +38,35 @@ def _label_probs(frames: list[pd.DataFrame], qids: list[str]) -> Tensor:
     )
 
 
+def _readable(group: list[Job]) -> dict[Path, pd.DataFrame]:
+    """folder -> query ids and label probabilities of each job of `group` whose predictions read back."""
+    frames = {}
+    if len(group) < MIN_ORDERS:
+        return frames
+    for j in group:
+        try:
+            frames[j.folder] = j.predictions(["query_id", "label_probs"])
+        except UnreadableJobFile as e:
+            log.error("%s", e)
+    return frames
+
+
 def order_sensitivity(jobs: list[Job]) -> pd.DataFrame:
     """One row per (job group, query): the order sensitivity of every group of >= 2 jobs differing only in order.
 
-    Jobs without label words are skipped; only the queries every job of a group answered count.
+    Jobs without label words are skipped; only the queries every job of a group answered count. A job whose
+    predictions do not read back is left out of its group, with an error naming it and the fix.
     """
     groups: dict[str, list[Job]] = {}
     for j in jobs:
         groups.setdefault(j.key(ORDER_KEY), []).append(j)
     rows = []
     for group in groups.values():
+        frames = _readable(group)
+        group = [j for j in group if j.folder in frames]
         if len(group) < MIN_ORDERS:
             continue
-        frames = [j.predictions(["query_id", "label_probs"]) for j in group]
+        frames = [frames[j.folder] for j in group]
         if any("label_probs" not in f for f in frames):
             continue
         common = set.intersection(*(set(f.query_id) for f in frames))

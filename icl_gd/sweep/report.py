@@ -17,6 +17,7 @@ import pandas as pd
 
 from icl_gd import io
 from icl_gd.sweep import stats
+from icl_gd.sweep.jobs import SweepScan
 from icl_gd.sweep.loading import Sweep, load_sweep
 from icl_gd.sweep.logger import log_run, pick_logger
 from icl_gd.sweep.sections import SECTIONS, Section
@@ -33,11 +34,16 @@ def header_md(sweep: Sweep) -> str:
     """The report's title and what it rests on: how many jobs ran, finished, failed."""
     s = sweep.status
     other = sum(n for k, n in s.items() if k not in ("done", "failed"))
+    skipped = (
+        f"; jobs left out because their files do not read back: {sweep.skipped} (see the log)"
+        if sweep.skipped
+        else ""
+    )
     return (
         f"# ICL vs GD: report of {sweep.folder.name}\n\n"
         f"Sweep folder: `{sweep.folder}`\n\n"
         f"Jobs: {sum(s.values())} ({s.get('done', 0)} done, {s.get('failed', 0)} failed, {other} unfinished); "
-        f"{len(sweep.jobs)} finished language-model jobs are reported. Every ± is the half-width of a "
+        f"{len(sweep.jobs)} finished language-model jobs are reported{skipped}. Every ± is the half-width of a "
         f"{sweep.stats.level:.0%} two-level cluster-bootstrap interval (demo sets, then queries; with one demo set "
         "it covers query sampling only).\n\n"
     )
@@ -71,12 +77,13 @@ def _log(sweep: Sweep, sections: list[Section], report: Path, logger_cfg: Any) -
     log_run(sweep.folder, "report", logger_cfg, send)
 
 
-def build_report(sweep_dir: str | Path, logger_cfg: Any = None) -> Path:
+def build_report(sweep_dir: str | Path, logger_cfg: Any = None, scan: SweepScan | None = None) -> Path:
     """Write S/report.md and S/figures/*.png for a sweep folder, log them to W&B; returns report.md's path.
 
     logger_cfg: a `logger` node ({name: none} / {name: wandb, ...}); None = the jobs' own logger.
+    scan: the folder's `icl_gd.sweep.jobs.scan_jobs`, when taken (else it is taken here).
     """
-    sweep = load_sweep(Path(sweep_dir))
+    sweep = load_sweep(Path(sweep_dir), scan)
     stats.use(sweep.stats)
     fig_dir = sweep.folder / io.FIGURES
     sections = [s for make in SECTIONS if (s := make(sweep, fig_dir)) is not None]
