@@ -33,7 +33,10 @@ warnings.filterwarnings(
     "ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema", category=UserWarning
 )
 # Keys that say where a job writes, not what it computes: left out of the job's identity hash.
-NON_IDENTITY_KEYS = ("output_dir", "logger", "rerun")
+# `search` is read by method=gd_search through its own keys (conf/method/gd_search.yaml interpolates it), so it is
+# in that job's identity there and no other job's: narrowing the search never reruns ICL or zero-shot.
+NON_IDENTITY_KEYS = ("output_dir", "logger", "rerun", "search")
+DEMO_LABELS = ("original", "shuffled")
 
 
 @dataclass
@@ -98,6 +101,7 @@ class EvalConfig:
     """How queries are evaluated; conf/config.yaml `eval:` holds the values."""
 
     n_queries: int = MISSING
+    n_select: int = MISSING
     top_k: int = MISSING
     batch_size: int = MISSING
     save_full_dist: bool = MISSING
@@ -127,10 +131,13 @@ class JobConfig:
     demos: Any = MISSING
     demo_sampling: Any = MISSING
     order_seed: Any = MISSING
+    demo_labels: Any = MISSING
     rerun: Any = MISSING
     eval: Any = MISSING
     stats: Any = MISSING
     analysis: Any = MISSING
+    collapse: Any = MISSING
+    search: Any = MISSING
     data_dir: Any = MISSING
     output_dir: Any = MISSING
     model: Any = MISSING
@@ -140,8 +147,17 @@ class JobConfig:
     hydra: Any = MISSING
 
 
+@dataclass
+class CollapseConfig:
+    """When fine-tuning collapsed the model; conf/config.yaml `collapse:` holds the values."""
+
+    entropy_fraction: float = MISSING
+    loss_rise: float = MISSING
+
+
 SCHEMAS: dict[str, type] = {
     "job": JobConfig,
+    "collapse": CollapseConfig,
     "stats": StatsConfig,
     "model": ModelConfig,
     "dataset": DatasetConfig,
@@ -390,6 +406,7 @@ def check_job(cfg: DictConfig, dataset: DictConfig) -> None:
     if not is_int(cfg.demos) or cfg.demos < 0:
         raise ConfigError(f"demos={cfg.demos!r} must be an integer >= 0 (the number of demonstrations).")
     require_choice("demo_sampling", cfg.demo_sampling, SAMPLINGS)
+    require_choice("demo_labels", cfg.get("demo_labels", "original"), DEMO_LABELS)
     if cfg.demo_sampling == "balanced" and dataset.kind != "classification":
         raise ConfigError(
             "demo_sampling=balanced needs a classification dataset (labels to balance); use random."
@@ -399,6 +416,8 @@ def check_job(cfg: DictConfig, dataset: DictConfig) -> None:
         if int(ev[key]) < 1:
             raise ConfigError(f"eval.{key}={ev[key]} must be >= 1.")
     require_choice("eval.overflow", ev.overflow, OVERFLOWS)
+    if int(ev.n_select) < 0:
+        raise ConfigError(f"eval.n_select={ev.n_select} must be >= 0 (0 = no selection queries).")
     st = typed(StatsConfig, cfg.stats, "stats")
     if int(st.n_boot) < 100:
         raise ConfigError(
@@ -406,6 +425,16 @@ def check_job(cfg: DictConfig, dataset: DictConfig) -> None:
         )
     if not 0 < st.level < 1:
         raise ConfigError(f"stats.level={st.level} must be in (0, 1), e.g. 0.95.")
+    if cfg.get("collapse") is not None:
+        co = typed(CollapseConfig, cfg.collapse, "collapse")
+        if not 0 < co.entropy_fraction <= 1:
+            raise ConfigError(
+                f"collapse.entropy_fraction={co.entropy_fraction} must be in (0, 1], e.g. 0.95."
+            )
+        if not co.loss_rise > 1:
+            raise ConfigError(
+                f"collapse.loss_rise={co.loss_rise} must be > 1 (a rise over the start), e.g. 2."
+            )
     if cfg.get("analysis") is not None:
         an = typed(AnalysisConfig, cfg.analysis, "analysis")
         for t in an.sparsity_thresholds:

@@ -24,6 +24,8 @@ DAI_LAYERS = "dai_layers.parquet"  # analysis.dai: one row per (query, layer)
 DAI_QUERIES = "dai_queries.parquet"  # analysis.dai: zero-shot / ICL / GD correctness per query
 SPARSITY = "sparsity.parquet"  # analysis.sparsity: one row per (layer, matrix, threshold)
 LR_SEARCH = "lr_search.csv"  # method.lr_grid: the held-out loss of each learning rate
+QUERIES = "queries.json"  # the job's query ids: {"select": [...], "test": [...]} (eval.n_select)
+SEARCH = "search.parquet"  # method=gd_search: one row per (setting, step) with its selection score
 WEIGHT_UPDATE = (
     "weight_update.safetensors"  # method.save_update: trained minus original, per trained parameter
 )

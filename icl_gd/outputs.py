@@ -70,6 +70,19 @@ def analysis_outputs(result: MethodOutput, out: Path, tracker: Tracker) -> dict[
         io.write_parquet(out / io.SPARSITY, result.sparsity)
         for t, g in result.sparsity.groupby("threshold"):
             metrics[f"sparsity@{t:.0e}"] = float((g.fraction * g.n_entries).sum() / g.n_entries.sum())
+    if result.search is not None:
+        io.write_parquet(out / io.SEARCH, result.search)
+        table = result.search
+        best = table[table.chosen.str.contains("best")].iloc[0]
+        metrics.update(
+            search_points=float(len(table)),
+            search_collapsed=float(table.collapsed.sum()),
+            best_lr=float(best.lr),
+            best_step=float(best.step),
+            best_momentum=float(best.momentum),
+            best_select_score=float(best.select_score),
+            icl_select_accuracy=float(best.icl_select_accuracy),
+        )
     if result.lr_search:
         io.write_csv(out / io.LR_SEARCH, pd.DataFrame(result.lr_search))
         metrics["lr_selected"] = min(result.lr_search, key=lambda r: r["heldout_loss"])["lr"]

@@ -30,6 +30,8 @@ from icl_gd.data import (
     sample_demos,
     sample_heldout,
     sample_queries,
+    sample_selection,
+    shuffle_labels,
 )
 from icl_gd.data.prompts import unescape
 from icl_gd.errors import ConfigError, DivergedError
@@ -144,9 +146,15 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     template = Template(ds.template, list(ds.text_fields))
     splits = load_splits(ds, resolve_data_dir(cfg))
     queries = sample_queries(splits.test, int(cfg.eval.n_queries), int(cfg.seed), ds.name)
+    select = sample_selection(
+        splits.test, int(cfg.eval.n_select), int(cfg.eval.n_queries), int(cfg.seed), ds.name
+    )
+    io.write_json(out / io.QUERIES, {"select": [q.id for q in select], "test": [q.id for q in queries]})
     demos = order_demos(
         sample_demos(splits.pool, int(cfg.demos), int(cfg.seed), ds.name, cfg.demo_sampling), cfg.order_seed
     )
+    if cfg.get("demo_labels", "original") == "shuffled":
+        demos = shuffle_labels(demos, int(cfg.seed), ds.name)
     method = method_class(cfg.method)()
     lm, label_words, shared_first = _load_model(cfg, template, queries[0])
     separator = unescape(ds.separator)
@@ -155,7 +163,7 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     shape = PromptShape(
         template,
         separator,
-        queries,
+        [*queries, *select],
         [template.query(queries[0].fields, w)[1] for w in label_words or []],
         add_special=True if cfg.model.add_bos is None else bool(cfg.model.add_bos),
     )
@@ -184,6 +192,9 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         separator=separator,
         demos=used,
         queries=queries,
+        select=select,
+        collapse=cfg.get("collapse"),
+        stats_primary=str(cfg.stats.primary),
         label_words=label_words,
         eval=cfg.eval,
         seed=int(cfg.seed),
@@ -193,6 +204,17 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         on_step=on_step,
     )
     result = method.answer(cfg.method, inputs)
+    if result.search is not None:  # which demo set the rows belong to, so tables of many jobs stack
+        label = cfg.method.get("tag") or cfg.method.name
+        shuffled = cfg.get("demo_labels", "original") == "shuffled"
+        result.search = result.search.assign(
+            method_label=f"{label} (shuffled labels)" if shuffled else label,
+            dataset=ds.name,
+            demos=int(cfg.demos),
+            seed=int(cfg.seed),
+            order_seed=cfg.order_seed,
+            demo_labels=cfg.get("demo_labels", "original"),
+        )
     df = outputs.predictions_frame(
         result, queries, label_words, lm, ds, first_token_shared=bool(shared_first)
     )

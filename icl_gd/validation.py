@@ -55,6 +55,7 @@ def validate_lm(cfg: DictConfig) -> type[Method]:
     node = cfg.method
     if TARGET_KEY in node:  # the class path says which class, not how it runs: not a key of its schema
         node = OmegaConf.masked_copy(node, [k for k in node if k != TARGET_KEY])
+    node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))  # a method may interpolate `search:`
     method = config.typed(cls.schema, node, "method")
     config.check_job(cfg, dataset)
     cls.check(cfg, method)

@@ -3,7 +3,14 @@
 from icl_gd.data.loading import Example, Splits, load_splits
 from icl_gd.data.paths import DATA_ENV, resolve_data_dir
 from icl_gd.data.prompts import Template
-from icl_gd.data.sampling import order_demos, sample_demos, sample_heldout, sample_queries
+from icl_gd.data.sampling import (
+    order_demos,
+    sample_demos,
+    sample_heldout,
+    sample_queries,
+    sample_selection,
+    shuffle_labels,
+)
 
 __all__ = [
     "DATA_ENV",
@@ -16,4 +23,6 @@ __all__ = [
     "sample_demos",
     "sample_heldout",
     "sample_queries",
+    "sample_selection",
+    "shuffle_labels",
 ]

@@ -8,6 +8,7 @@ Each draw has its own torch.Generator seeded from a string key, so adding a draw
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import torch
 
@@ -31,6 +32,39 @@ def sample_queries(test: list[Example], n: int, seed: int, dataset: str) -> list
             f"eval.n_queries={n} exceeds the {len(test)} test examples of dataset={dataset}: lower it."
         )
     return [test[i] for i in _perm(len(test), "queries", dataset, seed)[:n]]
+
+
+def sample_selection(test: list[Example], n: int, n_queries: int, seed: int, dataset: str) -> list[Example]:
+    """n selection queries: the last n of the same seeded shuffle whose first n_queries are the test queries.
+
+    Disjoint from the test queries of any n_queries that fits beside them, and the test queries stay what they
+    were without a selection split. Anything chosen (a GD setting, a step) is chosen on these, reported on those.
+    """
+    if n == 0:
+        return []
+    if n + n_queries > len(test):
+        raise ConfigError(
+            f"eval.n_select={n} + eval.n_queries={n_queries} exceed the {len(test)} test examples of "
+            f"dataset={dataset}: lower one of them (selection and test queries are disjoint)."
+        )
+    perm = _perm(len(test), "queries", dataset, seed)
+    return [test[i] for i in perm[len(perm) - n :]]
+
+
+def shuffle_labels(demos: list[Example], seed: int, dataset: str) -> list[Example]:
+    """The null control demo_labels=shuffled: the same demos, their answers (and raw labels) permuted among them.
+
+    Seeded by (dataset, seed); redrawn until the answers move wherever two of them differ.
+    """
+    n = len(demos)
+    perm, draw = _perm(n, "labels_shuffled", dataset, seed), 0
+    answers = [d.answer for d in demos]
+    while len(set(answers)) > 1 and [answers[i] for i in perm] == answers:
+        draw += 1
+        perm = _perm(n, "labels_shuffled", dataset, seed, draw)
+    return [
+        replace(d, label=demos[i].label, answer=demos[i].answer) for d, i in zip(demos, perm, strict=True)
+    ]
 
 
 def sample_demos(

@@ -37,14 +37,27 @@ class MethodInputs:
     analysis: DictConfig = field(default_factory=lambda: OmegaConf.create({}))  # analysis.dai / sparsity
     heldout: list[Example] | None = None  # demonstrations outside `demos`, for method.lr_grid
     on_step: Callable[[dict[str, float]], None] | None = None  # called with each training step's losses
+    select: list[Example] = field(
+        default_factory=list
+    )  # selection queries (eval.n_select), never the test ones
+    collapse: DictConfig | None = None  # conf/config.yaml `collapse:`: when a fine-tuned model has collapsed
+    stats_primary: str = "auto"  # stats.primary: the agreement metric a search scores with
 
-    def predict(self, model: Any, context: list[Example], prefix_cache: bool = False) -> Predictions:
-        """The answer-position distributions of `model` for every query, after the `context` demonstrations."""
-        queries_fmt = [self.template.query(q.fields, q.answer) for q in self.queries]
+    def predict(
+        self,
+        model: Any,
+        context: list[Example],
+        prefix_cache: bool = False,
+        queries: list[Example] | None = None,
+        save_full_dist: bool | None = None,
+    ) -> Predictions:
+        """The answer-position distributions of `model` for every test query (or `queries`), after `context`."""
+        queries = self.queries if queries is None else queries
+        queries_fmt = [self.template.query(q.fields, q.answer) for q in queries]
         shown = [self.template.demo(d.fields, d.answer) for d in context]
         prompts = [build_prompt(shown, p, self.separator) for p, _ in queries_fmt]
         label_conts = (
-            [self.template.query(self.queries[0].fields, w)[1] for w in self.label_words]
+            [self.template.query(queries[0].fields, w)[1] for w in self.label_words]
             if self.label_words
             else None
         )
@@ -56,7 +69,7 @@ class MethodInputs:
             label_conts,
             self.eval.top_k,
             self.eval.batch_size,
-            self.eval.save_full_dist,
+            self.eval.save_full_dist if save_full_dist is None else save_full_dist,
             self.add_bos,
             prefix_cache=prefix_cache,
         )
@@ -81,6 +94,7 @@ class MethodOutput:
     lr_search: list[dict[str, float]] = field(
         default_factory=list
     )  # method.lr_grid: held-out loss of each lr
+    search: pd.DataFrame | None = None  # method=gd_search: one row per (setting, step), see gd_search.py
 
 
 class Method:

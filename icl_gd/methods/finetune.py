@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -170,7 +170,43 @@ def restoring(params: dict[str, nn.Parameter]) -> Iterator[dict[str, torch.Tenso
                 p.grad = None
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: DictConfig) -> torch.optim.Optimizer:
+HALF = (torch.float16, torch.bfloat16)
+
+
+class MasterWeights:
+    """float32 master copies of half-precision trained parameters: the optimizer steps the masters, the model gets
+    them rounded after each step. A bf16 weight moves only by >= half its ulp (2^-9 of its size), so an update of
+    1e-3 of a weight is rounded away every step without them; the masters keep it, and the sum of small steps
+    reaches the model. float32 parameters are stepped directly (`trained` is then the parameters themselves).
+    """
+
+    def __init__(self, params: dict[str, nn.Parameter]) -> None:
+        self.params = list(params.values())
+        self.masters = [
+            p.detach().float().clone().requires_grad_(True) if p.dtype in HALF else p for p in self.params
+        ]
+
+    @property
+    def trained(self) -> list[torch.Tensor]:
+        """What the optimizer steps."""
+        return self.masters
+
+    def pull_grads(self) -> None:
+        """The model's gradients onto the masters, in float32 (the model's own are cleared: no accumulation)."""
+        for p, m in zip(self.params, self.masters, strict=True):
+            if m is not p:
+                m.grad = None if p.grad is None else p.grad.float()
+                p.grad = None
+
+    @torch.no_grad()
+    def push(self) -> None:
+        """The masters' values into the model's parameters (rounded to their dtype)."""
+        for p, m in zip(self.params, self.masters, strict=True):
+            if m is not p:
+                p.copy_(m)
+
+
+def make_optimizer(params: list[torch.Tensor], cfg: DictConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
@@ -207,11 +243,17 @@ def train(
     cfg: DictConfig,
     seed: int,
     on_step: Callable[[dict[str, float]], None] | None = None,
+    steps: int | None = None,
+    on_eval: Callable[[int], None] | None = None,
+    eval_at: Collection[int] = (),
 ) -> TrainResult:
     """Train `params` in place on the demos (in their given order when batch_size < n). Caller restores them.
 
     cfg.layer_causal (default false): train on `layer_causal_loss` instead of `answer_loss`; initial_loss,
     final_loss and the curve are then that summed objective, and the *_answer_loss fields the ordinary answer loss.
+    steps: train exactly that many optimizer steps (cycling through the demos) instead of cfg.epochs epochs.
+    on_eval(s): called, in eval mode, after s optimizer steps for each s in eval_at (s = 0: before the first), so
+    one training gives the model at every step of a trajectory.
     """
     layer_causal = bool(cfg.get("layer_causal", False))
     objective = layer_causal_loss if layer_causal else answer_loss
@@ -227,16 +269,24 @@ def train(
         n_trainable=sum(p.numel() for p in params.values()),
         loss_kind=LAYER_CAUSAL if layer_causal else ANSWER,
     )
-    opt = make_optimizer(list(params.values()), cfg)
+    master = MasterWeights(params)
+    opt = make_optimizer(master.trained, cfg)
     bs = len(batch) if cfg.batch_size == "all" else int(cfg.batch_size)
     try:
         result.initial_loss, result.initial_answer_loss, result.initial_layer_losses = _evaluate(
             model, batch, pad, layer_causal
         )
+        wanted = set(eval_at)
+        if 0 in wanted and on_eval:
+            on_eval(0)
         model.train()
         step = 0
-        for epoch in range(int(cfg.epochs)):
+        per_epoch = math.ceil(len(batch) / bs)
+        epochs = int(cfg.epochs) if steps is None else math.ceil(steps / per_epoch)
+        for epoch in range(epochs):
             for start in range(0, len(batch), bs):
+                if steps is not None and step >= steps:
+                    break
                 loss = objective(model, batch[start : start + bs], pad)
                 value = loss.item()
                 if not math.isfinite(value) or value > cfg.explode_factor * max(result.initial_loss, 1e-8):
@@ -245,15 +295,23 @@ def train(
                         f"lower method.lr={cfg.lr} or set method.grad_clip."
                     )
                 opt.zero_grad(set_to_none=True)
+                for p in params.values():
+                    p.grad = None
                 loss.backward()
+                master.pull_grads()
                 if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(master.trained, cfg.grad_clip)
                 opt.step()
+                master.push()
                 row = {"step": step, "epoch": epoch, "train_loss": value}
                 result.curve.append(row)
                 if on_step:
                     on_step(row)
                 step += 1
+                if step in wanted and on_eval:
+                    model.eval()
+                    on_eval(step)
+                    model.train()
         model.eval()
         result.final_loss, result.final_answer_loss, result.final_layer_losses = _evaluate(
             model, batch, pad, layer_causal

@@ -8,6 +8,7 @@ analyses, the zero-shot predictions of the trained model, and its hooked pass (a
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from icl_gd.config import is_int, positive, require_choice
 from icl_gd.errors import ConfigError
 from icl_gd.methods import finetune
 from icl_gd.methods.base import Method, MethodInputs, MethodOutput
+from icl_gd.methods.collapse import CollapsedError, collapse_reason
 from icl_gd.methods.lr_search import select_lr
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -82,6 +84,7 @@ class FineTuneMethod(Method):
             method, lr_search = select_lr(self.adapted, method, lm, batch, heldout, inputs.seed)
         with self.adapted(lm, method) as (model, params, originals):
             result = finetune.train(model, lm.tokenizer, batch, params, method, inputs.seed, inputs.on_step)
+            check_collapse(inputs, result)
             update, sparsity = self.inspect_update(params, originals, method, inputs.analysis)
             predictions = inputs.predict(model, [])
             dai = None
@@ -92,6 +95,29 @@ class FineTuneMethod(Method):
                     *before, _collect(inputs, model, False), [q.id for q in inputs.queries], inputs.seed
                 )
             return MethodOutput(predictions, result, update, dai, sparsity, lr_search)
+
+
+def log_vocab(lm: Any) -> float:
+    """ln of the model's vocabulary size: the entropy of a uniform answer, the loss of chance."""
+    return math.log(int(lm.model.config.vocab_size))
+
+
+def check_collapse(inputs: MethodInputs, result: finetune.TrainResult) -> None:
+    """CollapsedError when training took the demo loss to chance or blew it up (collapse: in conf/config.yaml)."""
+    if inputs.collapse is None:
+        return
+    reason = collapse_reason(
+        inputs.collapse, log_vocab(inputs.lm), result.final_answer_loss, result.initial_answer_loss
+    )
+    if reason:
+        raise CollapsedError(
+            f"training collapsed the model: {reason}. Lower method.lr, or set method.grad_clip "
+            "(thresholds: collapse.entropy_fraction, collapse.loss_rise).",
+            {
+                "train_answer_loss_initial": result.initial_answer_loss,
+                "train_answer_loss_final": result.final_answer_loss,
+            },
+        )
 
 
 def _dai(inputs: MethodInputs) -> bool:

@@ -41,9 +41,14 @@ def test_every_dataset_composes_and_validates(dataset: str) -> None:
     assert all(isinstance(w, str) and w.strip() for w in (cfg.dataset.label_words or {}).values())
 
 
+NEEDS = {
+    "gd_search": ["eval.n_select=10"]
+}  # what a method requires beyond the defaults (it says so when missing)
+
+
 @pytest.mark.parametrize("method", lm_options("method"))
 def test_every_method_composes_and_validates(method: str) -> None:
-    validate(compose_config([f"method={method}", "output_dir=/tmp/x"]))
+    validate(compose_config([f"method={method}", "output_dir=/tmp/x", *NEEDS.get(method, [])]))
 
 
 @pytest.mark.parametrize("logger", options("logger"))
