@@ -26,6 +26,9 @@ SPARSITY = "sparsity.parquet"  # analysis.sparsity: one row per (layer, matrix, 
 LR_SEARCH = "lr_search.csv"  # method.lr_grid: the held-out loss of each learning rate
 QUERIES = "queries.json"  # the job's query ids: {"select": [...], "test": [...]} (eval.n_select)
 SEARCH = "search.parquet"  # method=gd_search: one row per (setting, step) with its selection score
+SWEEP_SEARCH = (
+    "gd_search.parquet"  # a sweep's gd_search jobs' search.parquet stacked (its own name: never a job's)
+)
 WEIGHT_UPDATE = (
     "weight_update.safetensors"  # method.save_update: trained minus original, per trained parameter
 )

@@ -3,7 +3,8 @@
 Pairs come from `icl_gd.sweep.jobs.find_pairs`. Per query (joined on query id) it computes the DESIGN.md metrics
 from the stored top-K and distributions; `comparison.parquet` holds one row per (pair, metric) with mean and 95%
 t-interval, `comparison_queries.parquet` the per-query values, `order_sensitivity.parquet` the std across demo
-orders, and `comparison.md` the table aggregated over seeds.
+orders, `gd_search.parquet` every method=gd_search job's search points (`icl_gd.sweep.search.search_rows`), and
+`comparison.md` the table aggregated over seeds.
 
     python -m icl_gd.sweep compare outputs/multirun/2026-11-25/12-00-00
 """
@@ -22,19 +23,24 @@ from icl_gd import io
 from icl_gd import metrics as M
 from icl_gd.sweep import stats
 from icl_gd.sweep.jobs import (
+    BOTH_SHUFFLED,
+    GD_ORDER_PAIR,
     ORDER_PAIR,
+    SHUFFLED_SUFFIX,
     Job,
     SweepScan,
     UnreadableJobFile,
     find_pairs,
     finished_jobs,
     jobs_logger,
+    sweep_search_path,
 )
 from icl_gd.sweep.logger import log_run, pick_logger
 from icl_gd.sweep.markdown import fmt_ci, md_table, number, text, with_half_width
 from icl_gd.sweep.order import order_sensitivity, order_table
+from icl_gd.sweep.search import search_rows
 from icl_gd.sweep.stats import half_width, wide_ci, with_half_widths
-from icl_gd.sweep.summary import summarize, with_zero_shot_distances
+from icl_gd.sweep.summary import SHARES, summarize, with_zero_shot_distances
 
 if TYPE_CHECKING:
     from icl_gd.tracking import Tracker
@@ -51,7 +57,10 @@ LEGEND = (
     "(over the label words): lower = more alike; ocs_shared: the tokens OCS is computed over (OCS is 1 whenever "
     "one token is shared); kl is a lower bound where a stored float16 probability is 0 (floored at 1e-12). ± is the half-width of a two-level cluster-bootstrap interval "
     "(demo sets, then queries; with one demo set it covers query sampling only). "
-    f"`{ORDER_PAIR}` is the noise floor: ICL against ICL with the same demos in another order._\n"
+    f"`{ORDER_PAIR}` is the noise floor: ICL against ICL with the same demos in another order; `{GD_ORDER_PAIR}` "
+    f"(where run) is GD's: GD against GD with the same demos in another order. `*{SHUFFLED_SUFFIX}` is the null "
+    "control: ICL against a job whose demos' answers are permuted among them (shuffled labels); "
+    f"`*{BOTH_SHUFFLED}`: both jobs on shuffled labels._\n"
 )
 VERDICT_LEGEND = (
     "\n_d = agreement(pair) - agreement(ICL in another order) per query on the same queries, signed so that d > 0 "
@@ -203,7 +212,7 @@ def verdict_markdown(summary: pd.DataFrame) -> str:
     """The paired tests against the order floor and the normalised shares, from the pooled summary rows."""
     pooled = summary[summary["seed"].isna()] if "seed" in summary else summary
     tests = pooled[pooled["verdict"].notna()] if "verdict" in pooled else pooled.iloc[0:0]
-    shares = pooled[pooled["metric"].astype(str).str.contains("share")]
+    shares = pooled[pooled["metric"].isin(list(SHARES.values()))]  # not ocs_shared, a token count
     out = ""
     if len(tests):
         cols = [
@@ -275,6 +284,22 @@ def _write_orders(sweep_dir: Path, jobs: list[Job]) -> str:
     return "\n## Order sensitivity\n\n" + order_markdown(order_table(orders))
 
 
+def _write_search(sweep_dir: Path, jobs: list[Job]) -> str:
+    """Write the sweep's gd_search.parquet when gd_search jobs wrote search points; returns a line for comparison.md."""
+    path = sweep_search_path(sweep_dir)
+    if path is None:  # the folder is a job folder: its search.parquet is the job's own
+        return ""
+    rows = search_rows(jobs)
+    if rows.empty:
+        _drop_stale(path)
+        return ""
+    io.write_parquet(path, rows)
+    return (
+        f"\n_GD search: {len(rows)} points ({int(rows['collapsed'].sum())} collapsed) of {rows['job'].nunique()} "
+        f'gd_search jobs in {io.SWEEP_SEARCH}; the report\'s section "GD given its best chance" shows them._\n'
+    )
+
+
 def left_out_md(scan: SweepScan) -> str:
     """A line under the title naming how many jobs of the folder are not compared, and why; "" when none."""
     parts = [
@@ -303,7 +328,7 @@ def compare_sweep(
     jobs, scan = finished_jobs(sweep_dir, scan)
     stats.use(stats.settings_of(j.config for j in jobs))
     summary, per_query = compare_jobs(jobs)
-    order_md = _write_orders(sweep_dir, jobs)
+    order_md = _write_orders(sweep_dir, jobs) + _write_search(sweep_dir, jobs)
     title = f"# Comparison of {len(jobs)} jobs in {sweep_dir}\n" + left_out_md(scan)
     io.write_parquet(sweep_dir / io.COMPARISON, summary)
     if summary.empty:

@@ -1,7 +1,9 @@
 """A sweep folder's files as frames: what the report reads, each frame empty when its files are absent.
 
-It reads what the jobs and the compare step wrote (comparison_queries.parquet, order_sensitivity.parquet, each
-job's predictions and, where analysis.dai / analysis.sparsity were on, dai_*.parquet and sparsity.parquet).
+It reads what the jobs and the compare step wrote (comparison_queries.parquet, order_sensitivity.parquet,
+search.parquet of the method=gd_search jobs, each job's predictions and, where analysis.dai / analysis.sparsity
+were on, dai_*.parquet and sparsity.parquet). A job on shuffled labels (the null control) is shown as
+"<method> (shuffled labels)", so that it never pools with the same method on the original labels.
 A job file that does not read back skips that job's rows, with an error naming the job, the file and the fix; a
 sweep file that does not read back raises SweepFileError (rerun the compare step, which rewrites it).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from icl_gd.sweep.jobs import (
     finished_jobs,
     jobs_logger,
     read_job_file,
+    sweep_search_path,
 )
 from icl_gd.sweep.stats import settings_of
 
@@ -58,10 +61,14 @@ class Sweep:
     logger: dict[str, Any]  # the jobs' `logger` node: where the report run logs unless told otherwise
     stats: Any = None  # the jobs' bootstrap settings (icl_gd.sweep.stats.Boot)
     skipped: int = 0  # done jobs left out because a file of theirs does not read back
+    search: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # the sweep's gd_search.parquet (gd_search points)
 
 
 def job_frame(jobs: list[Job]) -> pd.DataFrame:
-    """One row per job: META, folder, order_seed, and `reference` (the first order of its order group)."""
+    """One row per job: META, folder, order_seed, demo_labels, and `reference` (the first order of its order
+    group); `method` is the job's `Job.shown_label` ("gd (shuffled labels)" for the null control)."""
     first: dict[str, tuple[bool, int]] = {}
     for j in jobs:
         first[j.key(ORDER_KEY)] = min(first.get(j.key(ORDER_KEY), j.order_rank()), j.order_rank())
@@ -76,10 +83,11 @@ def job_frame(jobs: list[Job]) -> pd.DataFrame:
                 "revision": revision,
                 "random_init": bool(c["model"].get("random_init")),
                 "dataset": c["dataset"]["name"],
-                "method": j.method_label,
+                "method": j.shown_label,
                 "demos": int(c["demos"]),
                 "seed": int(c["seed"]),
                 "order_seed": o,
+                "demo_labels": j.demo_labels,
                 "reference": j.order_rank() == first[j.key(ORDER_KEY)],
                 "sparsity_relative": bool((c.get("analysis") or {}).get("sparsity_relative")),
                 "folder": str(j.folder),
@@ -168,6 +176,7 @@ def load_sweep(folder: Path, scan: SweepScan | None = None) -> Sweep:
         dai_layers=job_files(frame, io.DAI_LAYERS),
         dai_queries=job_files(frame, io.DAI_QUERIES),
         sparsity=job_files(frame, io.SPARSITY),
+        search=_read_sweep_file(folder, io.SWEEP_SEARCH) if sweep_search_path(folder) else pd.DataFrame(),
         top_k=top_ks.pop() if len(top_ks) == 1 else None,
         logger=jobs_logger(jobs),
         stats=settings_of(j.config for j in jobs),

@@ -81,7 +81,7 @@ def order_sensitivity(jobs: list[Job]) -> pd.DataFrame:
                     "dataset": c["dataset"]["name"],
                     "demos": c["demos"],
                     "seed": c["seed"],
-                    "method": j0.method_label,
+                    "method": j0.shown_label,  # "(shuffled labels)" marked: no pooling with the original
                     "query_id": q,
                     "n_orders": len(group),
                     "std": s,

@@ -35,11 +35,18 @@ from icl_gd.style import (  # noqa: E402
 )
 from icl_gd.style import colors as _colors  # noqa: E402
 
+INSIDE_LEGEND = 6  # more lines than this in a panel: its legend goes right of the axes, off the data
+OUTSIDE_LEGEND_WIDTH = 3.6  # inches a legend right of a panel takes
 
-def _grid(n_rows: int, n_cols: int, title: str) -> tuple[plt.Figure, np.ndarray]:
-    """A titled figure of n_rows x n_cols panels of PANEL_SIZE each (axes always 2-D)."""
+
+def _grid(n_rows: int, n_cols: int, title: str, extra_width: float = 0.0) -> tuple[plt.Figure, np.ndarray]:
+    """A titled figure of n_rows x n_cols panels of PANEL_SIZE each (axes always 2-D); `extra_width` inches more
+    per column hold a legend right of each panel."""
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(PANEL_SIZE[0] * n_cols, PANEL_SIZE[1] * n_rows), squeeze=False
+        n_rows,
+        n_cols,
+        figsize=((PANEL_SIZE[0] + extra_width) * n_cols, PANEL_SIZE[1] * n_rows),
+        squeeze=False,
     )
     fig.suptitle(title, fontsize=TITLE_SIZE + 1)
     return fig, axes
@@ -119,24 +126,29 @@ def accuracy_vs_demos(acc: pd.DataFrame, path: Path) -> Path:
 def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str, str]) -> Path:
     """Agreement of each method pair against N (one row per metric), the ICL-order noise floor dashed.
 
-    agr: columns [dataset, metric, line, floor (bool), demos, mean, lo, hi]; metric_labels: metric -> y label.
+    agr: columns [dataset, metric, line, floor (bool: a noise floor, dashed), demos, mean, lo, hi] and optionally
+    icl_floor (bool: ICL's floor, grey; other floors, GD's, dashed in their own colour; default: every floor);
+    metric_labels: metric -> y label.
     """
     datasets = _datasets(agr)
     metrics = [m for m in metric_labels if m in set(agr["metric"])]
-    fig, axes = _grid(len(metrics), len(datasets), "Agreement with ICL vs number of demonstrations")
-    colors = _colors(sorted(agr.loc[~agr["floor"], "line"].unique()))
+    outside = agr.groupby("dataset")["line"].nunique().max() > INSIDE_LEGEND
+    title = "Agreement with ICL vs number of demonstrations"
+    fig, axes = _grid(len(metrics), len(datasets), title, OUTSIDE_LEGEND_WIDTH if outside else 0.0)
+    agr = agr if "icl_floor" in agr else agr.assign(icl_floor=agr["floor"])
+    colors = _colors(sorted(agr.loc[~agr["icl_floor"].astype(bool), "line"].unique()))
     for r, metric in enumerate(metrics):
         for c, ds in enumerate(datasets):
             ax = axes[r][c]
             d = agr[(agr["dataset"] == ds) & (agr["metric"] == metric)]
-            for (line, floor), g in d.groupby(["line", "floor"], sort=True):
-                color = FLOOR_COLOR if floor else colors[line]
+            for (line, floor, grey), g in d.groupby(["line", "floor", "icl_floor"], sort=True):
+                color = FLOOR_COLOR if grey else colors[line]
                 _curve(ax, g, "demos", line, color, "floor" if floor else "main")
             _demo_axis(ax, d["demos"] if len(d) else agr["demos"])
             ax.set_ylabel(metric_labels[metric])
             ax.set_ylim(*UNIT_RANGE)
             ax.set_title(ds, fontsize=TITLE_SIZE)
-            _legend(ax)
+            _legend(ax, outside=outside)
     return save(fig, path)
 
 
@@ -236,4 +248,135 @@ def weight_evolution(evo: pd.DataFrame, path: Path, metric_labels: Mapping[str, 
             ax.set_ylabel(metric_labels[metric])
             ax.set_title(ds, fontsize=TITLE_SIZE)
             _legend(ax)
+    return save(fig, path)
+
+
+TRAJECTORY_COLS = 2  # trajectory panels per row
+LR_CMAP, LR_RANGE = (
+    "viridis",
+    (0.0, 0.85),
+)  # one colour per learning rate, small (dark) to large (light green)
+OPTIMIZER_MARKERS = {"sgd": "o", "sgd+m": "s", "adam": "^", "adamw": "D"}
+PARAMS_STYLES = ("-", "-.", ":")  # one line style per trained-parameter set (dashed is the floor's)
+LEGEND_ROWS = 20  # entries per legend column
+CHOSEN_STYLE = {
+    "marker": "*",
+    "s": 130,
+    "facecolor": "gold",
+    "edgecolor": "black",
+    "linewidth": 0.8,
+    "zorder": 5,
+}
+TRAJECTORY_BAND_ALPHA = 0.1  # lighter than BAND_ALPHA: a panel holds one band per setting
+STEP_LINSCALE = (
+    0.5  # width of the symlog axis' linear part (steps 0..1), in decades: the untrained point close by
+)
+
+
+def _lr_colors(lrs: list[float]) -> dict[float, object]:
+    """A sequential colour per learning rate, in order of size, so that neighbouring rates look alike."""
+    cmap = matplotlib.colormaps[LR_CMAP]
+    lo, hi = LR_RANGE
+    n = len(lrs)
+    return {lr: cmap(lo + (hi - lo) * (i / (n - 1) if n > 1 else 0.5)) for i, lr in enumerate(sorted(lrs))}
+
+
+def _optimizer_key(optimizer: str, momentum: float) -> str:
+    return f"{optimizer}+m" if optimizer == "sgd" and momentum and float(momentum) > 0 else str(optimizer)
+
+
+def _step_ticks(ax: plt.Axes, steps: pd.Series) -> None:
+    """log2 axis over optimizer steps (symlog when step 0, the untrained model, is there), ticks at the steps."""
+    values = sorted(set(steps.astype(int)))
+    if values and min(values) <= 0:
+        ax.set_xscale("symlog", base=LOG2, linthresh=1, linscale=STEP_LINSCALE)
+    else:
+        ax.set_xscale("log", base=LOG2)
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.set_xlabel("optimizer step (log2 scale; 0 = untrained)")
+    ax.margins(x=0.06, y=0.08)  # room for the stars of points chosen at the first or last step
+
+
+def gd_trajectory(
+    curves: pd.DataFrame,
+    chosen: pd.DataFrame,
+    floors: Mapping[str, float],
+    titles: list[str],
+    ylabels: Mapping[str, str],
+    path: Path,
+    floor_label: str,
+) -> Path:
+    """Agreement with ICL on the selection queries against the optimizer step, one curve per GD setting (colour:
+    learning rate; marker: optimizer; line style: trained parameters) with its 95% band over seeds, one panel per
+    title; the chosen points starred; the ICL-order floor (test queries) dashed. One legend for every panel.
+
+    curves: columns [panel, setting, optimizer, momentum, lr, params, step, mean, lo, hi]; chosen: [panel, step,
+    select_value]; floors: panel -> floor value; ylabels: panel -> y label.
+    """
+    n = len(titles)
+    n_cols = min(n, TRAJECTORY_COLS)
+    n_rows = -(-n // n_cols)
+    settings = curves.drop_duplicates("setting").sort_values(["params", "optimizer", "momentum", "lr"])
+    legend_cols = max(1, -(-(len(settings) + 2) // LEGEND_ROWS))
+    legend_width = 2.3 * legend_cols
+    fig = plt.figure(figsize=(PANEL_SIZE[0] * n_cols + legend_width, PANEL_SIZE[1] * max(n_rows, 1.4)))
+    grid = fig.add_gridspec(n_rows, n_cols + 1, width_ratios=[PANEL_SIZE[0]] * n_cols + [legend_width])
+    fig.suptitle(
+        "GD given its best chance: agreement with ICL along training (selection queries)",
+        fontsize=TITLE_SIZE + 1,
+    )
+    colors = _lr_colors(sorted(curves["lr"].unique()))
+    params = sorted(curves["params"].astype(str).unique())
+    styles = {p: PARAMS_STYLES[i % len(PARAMS_STYLES)] for i, p in enumerate(params)}
+    handles: dict[str, object] = {}
+    for i, title in enumerate(titles):
+        ax = fig.add_subplot(grid[i // n_cols, i % n_cols])
+        d = curves[curves["panel"] == title]
+        for _, s in settings.iterrows():
+            g = d[d["setting"] == s["setting"]].sort_values("step")
+            if g.empty:
+                continue
+            color = colors[s["lr"]]
+            marker = OPTIMIZER_MARKERS.get(_optimizer_key(s["optimizer"], s["momentum"]), "o")
+            style = {
+                "marker": marker,
+                "linestyle": styles[str(s["params"])],
+                "linewidth": 1.2,
+                "markersize": 4,
+            }
+            (line,) = ax.plot(g["step"], g["mean"], color=color, label=s["setting"], **style)
+            handles.setdefault(s["setting"], line)
+            band = g[np.isfinite(g["lo"].astype(float)) & np.isfinite(g["hi"].astype(float))]
+            if len(band):
+                ax.fill_between(
+                    band["step"],
+                    band["lo"],
+                    band["hi"],
+                    color=color,
+                    alpha=TRAJECTORY_BAND_ALPHA,
+                    linewidth=0,
+                )
+        c = chosen[chosen["panel"] == title]
+        if len(c):
+            handles.setdefault("chosen", ax.scatter(c["step"], c["select_value"], **CHOSEN_STYLE))
+        if title in floors:
+            handles.setdefault("floor", ax.axhline(floors[title], color=FLOOR_COLOR, **FLOOR_STYLE))
+        _step_ticks(ax, d["step"] if len(d) else curves["step"])
+        ax.set_ylabel(ylabels.get(title, "agreement with ICL"))
+        ax.set_title(title, fontsize=TITLE_SIZE)
+        ax.grid(alpha=0.3, linewidth=0.5)
+    leg = fig.add_subplot(grid[:, -1])
+    leg.axis("off")
+    names = {"chosen": "chosen point (best of each seed)", "floor": floor_label}
+    order = [k for k in ("floor", "chosen") if k in handles] + [k for k in handles if k not in names]
+    leg.legend(
+        [handles[k] for k in order],
+        [names.get(k, k) for k in order],
+        loc="upper left",
+        fontsize=LEGEND_SIZE,
+        ncol=legend_cols,
+        title="GD setting (colour: lr; marker: optimizer; line: params)",
+        title_fontsize=LEGEND_SIZE,
+        frameon=False,
+    )
     return save(fig, path)

@@ -12,6 +12,15 @@ import pandas as pd
 
 from icl_gd import io
 from icl_gd.sweep import plots
+from icl_gd.sweep import search as S
+from icl_gd.sweep.jobs import (
+    GD_ORDER_PAIR,
+    ORDER_PAIR,
+    SHUFFLED_WORDS,
+    is_both_shuffled,
+    is_control,
+    is_order_pair,
+)
 from icl_gd.sweep.loading import Sweep
 from icl_gd.sweep.markdown import count, md_table, number, section, text, with_ci
 from icl_gd.sweep.order import order_table
@@ -36,9 +45,10 @@ from icl_gd.sweep.tables import (
     sparsity_curves,
     sparsity_table,
 )
-from icl_gd.sweep.verdicts import BELOW, headline_table
+from icl_gd.sweep.verdicts import BELOW, headline_table, more_alike_sign
 
 SPARSITY_KEYS = ("source", "model", "method", "matrix")
+FIG_TRAJECTORY = "gd_trajectory.png"  # the GD search's trajectories (figures/)
 
 
 @dataclass
@@ -83,6 +93,30 @@ def sparsity_md(table: pd.DataFrame) -> str:
     return md_table(table, keys + [number(t, f"< {t:g}") for t in thresholds])
 
 
+def _floors_and_controls_md(table: pd.DataFrame) -> str:
+    """How to read the rows that are floors or controls, for those the headline table has."""
+    pairs = set(table["pair_type"].astype(str))
+    out = ""
+    floors = sorted(p for p in pairs if is_order_pair(p) and not is_both_shuffled(p))
+    if floors:
+        names = ", ".join(f"`{pair_name(p)}`" for p in floors)
+        gd = "GD's noise floor" if GD_ORDER_PAIR in pairs else "Other noise floors"
+        out += (
+            f"\n_{gd}: the row(s) {names} compare a method with itself on the same demos in another order, beside "
+            "the ICL floor's columns (`floor overlap`, `floor OCS`: ICL against ICL in another order); a floor gets "
+            "no verdict, the ICL floor being the one every verdict is tested against._\n"
+        )
+    if any(is_control(p) for p in pairs):
+        out += (
+            f"\n_Null control ({SHUFFLED_WORDS}): a row `icl vs X on {SHUFFLED_WORDS} (control)` is ICL on the "
+            f"original demos against X given the same demos with their answers permuted among them ({SHUFFLED_WORDS}). "
+            "A method whose agreement with ICL is no better than its control's does not follow the demos' labels "
+            f"the way ICL does. Rows `..., both on {SHUFFLED_WORDS}` pair two jobs on shuffled labels (no verdict: "
+            "their ICL is not the floor's)._\n"
+        )
+    return out
+
+
 def agreement_section(sweep: Sweep, fig_dir: Path) -> Section | None:
     """The headline: GD-vs-ICL agreement against the ICL-order floor (needs comparison_queries.parquet)."""
     if sweep.queries.empty:
@@ -99,7 +133,7 @@ def agreement_section(sweep: Sweep, fig_dir: Path) -> Section | None:
         "The verdict is a paired test on the primary metric (`tested on`): per query, d = agreement(pair) - "
         "agreement(ICL in another order) on the same queries, signed so that d > 0 is more alike to ICL; "
         f"p is its bootstrap p-value, Holm-adjusted over the table; {BELOW} / above floor when p < 1 - level, "
-        "else within floor; n/a: no ICL order pair for that row._\n"
+        "else within floor; n/a: no ICL order pair for that row._\n" + _floors_and_controls_md(table)
         if len(table)
         else "Only the ICL-vs-ICL order noise floor is in this sweep: no method pair to judge against it.\n"
     )
@@ -206,8 +240,88 @@ def evolution_section(sweep: Sweep, fig_dir: Path) -> Section | None:
     return Section("weight_evolution", table, section("Weight evolution", how, body, fig), fig)
 
 
+def search_md(table: pd.DataFrame) -> str:
+    """The search table (a `search.search_table`): one row per search, the chosen setting and the collapsed count."""
+    cols = [
+        text("model"),
+        text("dataset"),
+        text("demos", "N"),
+        text("method"),
+        ("labels", lambda r: SHUFFLED_WORDS if r.get("demo_labels") == "shuffled" else "original"),
+        text("seed"),
+    ]
+    if "order_seed" in table and table["order_seed"].notna().any():
+        cols.append(("order_seed", lambda r: "—" if pd.isna(r["order_seed"]) else str(int(r["order_seed"]))))
+    cols += [
+        text("optimizer"),
+        ("momentum", lambda r: "—" if pd.isna(r["momentum"]) else S.short_number(r["momentum"])),
+        ("lr", lambda r: "—" if pd.isna(r["lr"]) else S.short_number(r["lr"])),
+        text("params"),
+        ("step", lambda r: "—" if pd.isna(r["step"]) else str(int(r["step"]))),
+        text("select_metric", "chosen on"),
+        number("select_value", "value (selection)"),
+        number("select_accuracy", "acc GD (selection)"),
+        number("icl_select_accuracy", "acc ICL (selection)"),
+        text("acc_matched", "acc-matched point"),
+        ("collapsed", lambda r: f"{int(r['n_collapsed'])} of {int(r['n_points'])}"),
+    ]
+    return md_table(table, cols)
+
+
+def _ylabel(metric: str) -> str:
+    direction = "higher" if more_alike_sign(metric) > 0 else "lower"
+    return f"{metric} with ICL, selection queries\n({direction} = more alike)"
+
+
+def search_section(sweep: Sweep, fig_dir: Path) -> Section | None:
+    """The GD search of each demo set (needs the sweep's gd_search.parquet, from method=gd_search jobs)."""
+    search = sweep.search
+    if search.empty:
+        return None
+    table = S.search_table(search)
+    every = S.panels(search)
+    drawn = every[: S.MAX_PANELS]
+    curves = S.trajectory_curves(search, drawn)
+    fig = None
+    if len(curves):
+        fig = plots.gd_trajectory(
+            curves,
+            S.chosen_points(search, drawn),
+            S.trajectory_floors(sweep.queries, drawn),
+            [p["title"] for p in drawn],
+            {p["title"]: _ylabel(p["metric"]) for p in drawn},
+            fig_dir / FIG_TRAJECTORY,
+            "ICL vs ICL in another order (floor, test queries)",
+        )
+    capped = (
+        f" The figure shows the first {len(drawn)} of {len(every)} (model, dataset, N) panels, original labels "
+        "first; the table lists every search."
+        if len(every) > len(drawn)
+        else ""
+    )
+    how = (
+        "Before saying GD differs from ICL, GD gets its best chance: on each demo set a grid of GD settings "
+        "(optimizer, learning rate, trained parameters) is trained once and scored at several optimizer steps by "
+        "its agreement with ICL on SELECTION queries, disjoint from the test queries; the best point (starred) is "
+        "retrained to its step and its answers on the test queries are the `gd_best` job compared above "
+        f"(icl vs gd_best). Each curve is one setting's agreement against step, the mean over seeds with a 95% "
+        "bootstrap band over seeds (a line only with one seed), collapsed points left out; dashed: the ICL-order "
+        f"floor (`{ORDER_PAIR}`, mean of the same metric on the test queries; for a search on {SHUFFLED_WORDS}, "
+        f"that of two ICL jobs on {SHUFFLED_WORDS}).{capped}"
+    )
+    legend = (
+        "\n_One row per search (demo set): the chosen point's setting and step, its agreement with ICL on the "
+        "selection queries (`value`, the raw metric mean), GD's and ICL's accuracy there; `acc-matched point`: the "
+        "point whose selection accuracy is closest to ICL's (the choice of `select: accuracy`); `collapsed`: points "
+        "left out because the model collapsed (near-uniform answers, a blown-up demo loss or a diverged run)._\n"
+    )
+    body = search_md(table) + legend
+    return Section("gd_search", table, section("GD given its best chance", how, body, fig), fig)
+
+
 SECTIONS = (
     agreement_section,
+    search_section,
     accuracy_section,
     dai_section,
     order_section,

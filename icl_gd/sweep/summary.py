@@ -18,6 +18,7 @@ import pandas as pd
 
 from icl_gd.metrics.intervals import cluster_bootstrap
 from icl_gd.sweep import stats
+from icl_gd.sweep.jobs import is_control
 from icl_gd.sweep.verdicts import CELL_KEYS, paired_tests
 
 SHARES = {"tv": "share_tv", "js": "share_js", "label_tv": "label_share_tv", "label_js": "label_share_js"}
@@ -28,8 +29,14 @@ NOT_METRICS = {"query_id", *CELL_KEYS, *PAIR_KEYS, *SET_KEYS}
 
 
 def with_zero_shot_distances(queries: pd.DataFrame) -> pd.DataFrame:
-    """Add zs_<D> per query to every pair whose reference is an ICL job: D(zero-shot, that ICL job), same query."""
-    zs = queries[(queries["method_a"] == "icl") & (queries["method_b"] == "zeroshot")]
+    """Add zs_<D> per query to every pair whose reference is an ICL job: D(zero-shot, that ICL job), same query.
+
+    The zero-shot job is that ICL job's own method pair (not the shuffled-label control's zero-shot job)."""
+    zs = queries[
+        (queries["method_a"] == "icl")
+        & (queries["method_b"] == "zeroshot")
+        & ~queries["pair_type"].map(is_control)
+    ]
     ds = [d for d in SHARES if d in queries]
     if zs.empty or not ds:
         return queries

@@ -12,7 +12,16 @@ import pandas as pd
 
 from icl_gd.analysis.sparsity import weights_sparsity
 from icl_gd.linreg.constructions import construction_weights
-from icl_gd.sweep.jobs import ORDER_PAIR, base_label
+from icl_gd.sweep.jobs import (
+    BOTH_SHUFFLED,
+    ORDER_PAIR,
+    SHUFFLED_SUFFIX,
+    SHUFFLED_WORDS,
+    base_label,
+    is_both_shuffled,
+    is_control,
+    order_label,
+)
 from icl_gd.sweep.loading import META
 from icl_gd.sweep.stats import ci, half_width, long_ci, wide_ci, with_half_widths  # noqa: F401 -- re-exported
 
@@ -49,12 +58,22 @@ STEP = re.compile(r"(\d+)")
 
 
 def pair_name(pair_type: str) -> str:
-    """'icl_vs_gd(lr=0.001)' -> 'icl vs gd(lr=0.001)'; the order pair is named as the noise floor."""
-    return (
-        "ICL vs ICL in another order (floor)"
-        if pair_type == ORDER_PAIR
-        else pair_type.replace("_vs_", " vs ")
-    )
+    """A pair type in words: 'icl_vs_gd(lr=0.001)' -> 'icl vs gd(lr=0.001)'; order pairs are named as noise floors
+    ('gd_vs_gd_order' -> "gd vs gd in another order (gd's floor)"), the control and the pairs among shuffled jobs
+    by their shuffled labels ('icl_vs_gd_shuffled_labels' -> 'icl vs gd on shuffled labels (control)')."""
+    if pair_type == ORDER_PAIR:
+        return "ICL vs ICL in another order (floor)"
+    both = is_both_shuffled(pair_type)
+    on_shuffled = f", both on {SHUFFLED_WORDS}" if both else ""
+    label = order_label(pair_type)
+    if label is not None:
+        return f"{label} vs {label} in another order ({label}'s floor){on_shuffled}"
+    if is_control(pair_type):
+        return (
+            pair_type.removesuffix(SHUFFLED_SUFFIX).replace("_vs_", " vs ", 1)
+            + f" on {SHUFFLED_WORDS} (control)"
+        )
+    return pair_type.removesuffix(BOTH_SHUFFLED).replace("_vs_", " vs ") + on_shuffled
 
 
 def _with_model(df: pd.DataFrame, col: str) -> pd.Series:
@@ -75,11 +94,15 @@ def accuracy_curves(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement_curves(queries: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, dataset, pair, demos, metric): mean and CI of overlap@K and OCS; `floor` marks the order pair."""
+    """Per (model, dataset, pair, demos, metric): mean and CI of overlap@K and OCS; `floor` marks every order pair
+    (a noise floor: ICL's, GD's, ...), `icl_floor` ICL's, the one verdicts test against."""
     parts = []
     for m in (m for m in AGREEMENT if m in queries):
         t = long_ci(queries, ["model", "dataset", "pair_type", "demos"], m).assign(metric=m)
-        parts.append(t.assign(floor=t["pair_type"] == ORDER_PAIR, pair=t["pair_type"].map(pair_name)))
+        floor = t["pair_type"].map(lambda p: order_label(p) is not None)
+        parts.append(
+            t.assign(floor=floor, icl_floor=t["pair_type"] == ORDER_PAIR, pair=t["pair_type"].map(pair_name))
+        )
     out = pd.concat(parts, ignore_index=True)
     return out.assign(line=_with_model(out, "pair"))
 

@@ -5,6 +5,10 @@ metric (`stats.primary`; auto = label_tv where label words exist, else overlap@k
 more alike to ICL than the floor. The mean of d gets a two-level cluster-bootstrap interval and p-value (demo sets,
 then queries); p-values are Holm-adjusted across the table's cells; p_holm < 1 - level gives "below floor" or
 "above floor" by the sign of d, else "within floor".
+
+Tested: ICL (original labels) against each other method but zero-shot, the shuffled-label control included (its
+ICL is the floor's ICL, so the test is paired as any other). Not tested: order pairs (floors themselves, GD's
+`gd_vs_gd_order` shown beside ICL's) and pairs of two jobs on shuffled labels (their ICL is not the floor's).
 """
 
 from __future__ import annotations
@@ -13,13 +17,17 @@ import pandas as pd
 
 from icl_gd.metrics.intervals import holm
 from icl_gd.sweep import stats
-from icl_gd.sweep.jobs import ORDER_PAIR
+from icl_gd.sweep.jobs import ORDER_PAIR, is_both_shuffled, is_control, is_order_pair
 from icl_gd.sweep.stats import wide_ci
 from icl_gd.sweep.tables import AGREEMENT
 
 BELOW, WITHIN, ABOVE, NA = "below floor", "within floor", "above floor", "n/a"
 MIN_ORDER_DEMOS = 2  # fewer demonstrations have a single order, so there is no ICL-order floor
 ONE_ORDER = "n/a (one order)"
+FLOOR_ROW = "n/a (a floor)"  # an order pair's row: a noise floor itself (GD's beside ICL's), not a candidate
+BOTH_SHUFFLED_ROW = (
+    "n/a (both shuffled)"  # both jobs on shuffled labels: the floor's ICL is not their reference
+)
 HEADLINE_KEYS = ["model", "dataset", "demos", "eval"]  # eval: pairs pool only within equal settings
 CELL_KEYS = ["model", "dataset", "demos", "eval"]  # pairs are pooled only within equal evaluation settings
 DISTANCES = ("tv", "js", "kl")  # lower = more alike (also label_tv, label_js, label_kl)
@@ -49,10 +57,13 @@ def with_eval(queries: pd.DataFrame) -> pd.DataFrame:
 
 
 def tested_pairs(queries: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the pairs that get a verdict: ICL against another method that is not zero-shot."""
+    """Rows of the pairs that get a verdict: ICL against another method that is not zero-shot (no order pair, no
+    pair of two jobs on shuffled labels: their ICL reference is not the floor's)."""
+    pair = queries["pair_type"].astype(str)
     return queries[
         (queries["method_a"] == "icl")
-        & (queries["pair_type"] != ORDER_PAIR)
+        & ~pair.map(is_order_pair)
+        & ~pair.map(is_both_shuffled)
         & ~queries["method_b"].isin(NOT_TESTED)
     ]
 
@@ -97,7 +108,9 @@ def paired_tests(queries: pd.DataFrame, primary: str | None = None) -> pd.DataFr
 
 
 def headline_table(queries: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, dataset, demos, method pair): accuracies, agreement ± CI, the ICL-order floor, the paired verdict."""
+    """Per (model, dataset, demos, method pair): accuracies, agreement ± CI, the ICL-order floor, the paired verdict.
+
+    Other order pairs (GD's floor `gd_vs_gd_order`, ...) are rows of their own, beside the ICL floor's columns."""
     keys = HEADLINE_KEYS
     queries = with_eval(queries)
     metrics = [m for m in AGREEMENT if m in queries]
@@ -113,8 +126,26 @@ def headline_table(queries: pd.DataFrame) -> pd.DataFrame:
     tests = paired_tests(queries)[[*keys, "pair_type", "metric", "d_mean", "p_holm", "verdict"]]
     table = table.merge(tests, on=[*keys, "pair_type"], how="left")
     table["verdict"] = table["verdict"].fillna(NA)
+    pair = table["pair_type"].astype(str)
+    table.loc[pair.map(is_both_shuffled), "verdict"] = BOTH_SHUFFLED_ROW
+    table.loc[pair.map(is_order_pair), "verdict"] = FLOOR_ROW
     table["metric"] = table["metric"].fillna("—")  # rows that get no test (zero-shot controls, no floor)
     table.loc[table["demos"] < MIN_ORDER_DEMOS, "verdict"] = (
         ONE_ORDER  # one demo has no other order: no floor
     )
-    return table
+    group = pair.map(row_group)
+    return (
+        table.assign(_group=group)
+        .sort_values([*keys, "_group", "pair_type"], kind="stable", ignore_index=True)
+        .drop(columns="_group")
+    )
+
+
+def row_group(pair_type: str) -> int:
+    """Where a pair's row goes within its cell: the method pairs, the floors (GD's), the shuffled-label controls,
+    then the pairs of two jobs on shuffled labels."""
+    if is_both_shuffled(pair_type):
+        return 3
+    if is_control(pair_type):
+        return 2
+    return 1 if is_order_pair(pair_type) else 0

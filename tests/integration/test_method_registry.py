@@ -33,10 +33,10 @@ COMMON = ["model=tiny_random", "dataset=present_past", "demos=3", "eval.n_querie
 
 
 def test_built_in_methods_are_registered_by_name() -> None:
-    assert {"zeroshot", "icl", "gd", "lora"} <= set(METHODS)
+    assert {"zeroshot", "icl", "gd", "gd_search", "lora"} <= set(METHODS)
     assert method_class(OmegaConf.create({"name": "gd"})).trains
     with pytest.raises(
-        ConfigError, match="method='nope' is not allowed; choose one of: gd, icl, lora, zeroshot"
+        ConfigError, match="method='nope' is not allowed; choose one of: gd, gd_search, icl, lora, zeroshot"
     ):
         method_class(OmegaConf.create({"name": "nope"}))
 
