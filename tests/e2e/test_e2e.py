@@ -77,7 +77,8 @@ def test_a_diverged_job_fails_alone_and_a_rerun_skips_what_is_done(tmp_path: Pat
         "method.grad_clip=null",
         f"hydra.sweep.dir={sweep}",
     )
-    proc = run_py(*args, timeout=900, check=False)  # the good job's files are written, and the sweep says it failed
+    # the good job's files are written, and the sweep says that one failed
+    proc = run_py(*args, timeout=900, check=False)
     assert proc.returncode == 1 and "1 of 2 jobs" in proc.stdout + proc.stderr
     ok, bad = (next(sweep.glob(f"*method.lr={lr}*")) for lr in ("0.001", "1e+30"))
     assert json.loads((ok / "status.json").read_text())["status"] == "done"
@@ -88,7 +89,11 @@ def test_a_diverged_job_fails_alone_and_a_rerun_skips_what_is_done(tmp_path: Pat
     assert "failed" in proc.stdout + proc.stderr
     stamp = (ok / "predictions.parquet").stat().st_mtime_ns
     proc = run_py(*args, timeout=900, check=False)
-    assert proc.returncode == 1 and "skip" in proc.stdout + proc.stderr and (ok / "predictions.parquet").stat().st_mtime_ns == stamp
+    assert (
+        proc.returncode == 1
+        and "skip" in proc.stdout + proc.stderr
+        and (ok / "predictions.parquet").stat().st_mtime_ns == stamp
+    )
     assert json.loads((bad / "status.json").read_text())["status"] == "failed"  # retried, and failed again
 
 
