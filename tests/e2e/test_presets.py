@@ -102,6 +102,16 @@ SMOKE_RUNS = {
         'hydra.sweeper.grids.gd_layer_v={method: gd, method.params: layer_v, method.layer: middle, method.lr: "1e-3"}',
     ],
     "order_sensitivity": ["order_seed=0,1", "seed=0"],
+    "calibrated": [  # two demo sets (the unit of replication), a 2-point grid scored at 2 steps
+        "dataset=present_past",
+        "demos=2",
+        "seed=0,1",
+        "eval.n_select=4",
+        "search.optimizer=[sgd,adam]",
+        "search.lr=[1e-3]",
+        "search.params=[attn_kv]",
+        "search.eval_at=[1,2]",
+    ],
     "dai": ["dataset=sst2", "seed=0"],
     "untrained_control": [
         "dataset=sst2",
@@ -119,6 +129,7 @@ SMOKE_RUNS = {
 FIGURES = {
     "shen_main": {"agreement_vs_demos.png", "accuracy_vs_demos.png"},
     "order_sensitivity": {"order_sensitivity.png"},
+    "calibrated": {"gd_trajectory.png", "agreement_vs_demos.png"},
     "dai": {"simaou_layers.png"},
     "untrained_control": {"simaou_layers.png"},
     "layer_causal_gd": {"simaou_layers.png"},
@@ -146,3 +157,14 @@ def test_preset_runs_end_to_end_on_the_tiny_model(name: str, tmp_path) -> None:
     assert (sweep / "report.md").exists()
     for fig in FIGURES[name]:
         assert (sweep / "figures" / fig).stat().st_size > 0
+
+
+def test_calibrated_has_its_floors_controls_and_search_in_every_cell() -> None:
+    """4 datasets x N = 2, 4, 8 x 5 demo sets; per cell zero-shot, ICL in two orders, the searched GD, GD in two
+    orders (its floor), shuffled-label ICL and searched GD: 480 jobs (each checked by the sweeper before any runs)."""
+    jobs = jobs_of("calibrated")
+    methods = Counter(next(o.split("=", 1)[1] for o in j if o.startswith("method=")) for j in jobs)
+    assert len(jobs) == 480 and dict(methods) == {"zeroshot": 60, "icl": 180, "gd_search": 120, "gd": 120}
+    assert sum("demo_labels=shuffled" in j for j in jobs) == 120
+    narrowed = jobs_of("calibrated", ["dataset=present_past", "demos=4", "seed=0,1", "search.lr=[1e-3]"])
+    assert len(narrowed) == 16 and all("search.lr=[0.001]" in j for j in narrowed)
