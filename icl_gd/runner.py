@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 import time
 import traceback
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from icl_gd import io, outputs
 from icl_gd.config import config_hash, normalize, resolved
@@ -35,7 +37,8 @@ from icl_gd.data import (
 )
 from icl_gd.data.prompts import unescape
 from icl_gd.errors import ConfigError, DivergedError
-from icl_gd.methods import MethodInputs, method_class
+from icl_gd.methods import MethodInputs, MethodOutput, method_class
+from icl_gd.methods.base import Companion
 from icl_gd.models import LoadedModel, load_model, resolve_source
 from icl_gd.models.anatomy import context_length
 from icl_gd.models.forward import continuation_ids
@@ -44,6 +47,7 @@ from icl_gd.validation import validate
 
 log = logging.getLogger(__name__)
 
+COMPANIONS = "companions"  # a job's folder for the further jobs its work answers (methods/base.py Companion)
 VERSIONED = ("torch", "transformers", "peft", "hydra-core", "wandb", "gguf", "icl_gd")
 
 
@@ -143,6 +147,7 @@ def _job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
 def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     """The language-model job: same demos and queries for every method of a (dataset, demos, seed, order_seed)."""
     ds = cfg.dataset
+    shutil.rmtree(out / COMPANIONS, ignore_errors=True)  # a companion is this run's, never an earlier one's
     template = Template(ds.template, list(ds.text_fields))
     splits = load_splits(ds, resolve_data_dir(cfg))
     queries = sample_queries(splits.test, int(cfg.eval.n_queries), int(cfg.seed), ds.name)
@@ -215,21 +220,65 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
             order_seed=cfg.order_seed,
             demo_labels=cfg.get("demo_labels", "original"),
         )
-    df = outputs.predictions_frame(
-        result, queries, label_words, lm, ds, first_token_shared=bool(shared_first)
-    )
-    io.write_parquet(out / io.PREDICTIONS, df)
-    metrics = outputs.job_metrics(
-        result, queries, label_words, cfg.stats, first_token_shared=bool(shared_first)
-    )
-    metrics.update(
-        n_queries=len(queries), n_demos=len(used), demos_dropped=dropped, queries_seen_as_demos=seen
-    )
-    metrics.update(outputs.training_outputs(result, out))
+    counts = {"n_queries": len(queries), "n_demos": len(used), "demos_dropped": dropped}
+    counts["queries_seen_as_demos"] = seen
+    answered = _Answered(queries, label_words, lm, ds, bool(shared_first), cfg.stats, counts)
+    df = answered.write(result, out)
+    metrics = {**answered.metrics(result), **outputs.training_outputs(result, out)}
     metrics.update(outputs.analysis_outputs(result, out, tracker))
+    for companion in result.companions:
+        _write_companion(cfg, out, companion, answered)
     tracker.log_table("predictions", df.drop(columns=["full_dist"], errors="ignore"))
     tracker.log_histogram("gold_prob_hist", df["gold_prob"].tolist())
     return metrics
+
+
+@dataclass
+class _Answered:
+    """What turns a method's answers into a job's predictions.parquet and metrics.json: the queries, the label words,
+    the model's tokenizer and the job's counts (n_queries, n_demos, ...)."""
+
+    queries: list[Example]
+    label_words: list[str] | None
+    lm: LoadedModel
+    dataset: DictConfig
+    first_token_shared: bool
+    stats: DictConfig
+    counts: dict[str, int]
+
+    def write(self, result: MethodOutput, out: Path) -> Any:
+        """Write predictions.parquet into `out`; returns its frame."""
+        df = outputs.predictions_frame(
+            result, self.queries, self.label_words, self.lm, self.dataset, self.first_token_shared
+        )
+        io.write_parquet(out / io.PREDICTIONS, df)
+        return df
+
+    def metrics(self, result: MethodOutput) -> dict[str, Any]:
+        """metrics.json's means and intervals over the queries, and the job's counts."""
+        m = outputs.job_metrics(result, self.queries, self.label_words, self.stats, self.first_token_shared)
+        return {**m, **self.counts}
+
+
+def _write_companion(cfg: DictConfig, out: Path, companion: Companion, answered: _Answered) -> None:
+    """A Companion's job folder (out/companions/<name>): its own config.yaml (this job's, with the companion's
+    method overrides), the same queries.json and demos.jsonl, its predictions, metrics, curve and a done status."""
+    child = out / COMPANIONS / companion.name
+    child.mkdir(parents=True, exist_ok=True)
+    ccfg = cfg.copy()
+    with open_dict(ccfg):
+        ccfg.method = OmegaConf.merge(
+            OmegaConf.create(OmegaConf.to_container(cfg.method, resolve=True)), companion.method_overrides
+        )
+        ccfg.output_dir = str(child)
+    io.write_yaml(child / io.CONFIG, resolved(ccfg))
+    for name in (io.QUERIES, io.DEMOS):
+        shutil.copyfile(out / name, child / name)
+    answered.write(companion.output, child)
+    metrics = {**answered.metrics(companion.output), **outputs.training_outputs(companion.output, child)}
+    io.write_json(child / io.METRICS, metrics)
+    io.write_status(child, "done", config_hash=config_hash(ccfg), companion_of=str(out), versions=versions())
+    log.info("wrote %s beside %s: %s", companion.name, out.name, child)
 
 
 def _queries_seen_as_demos(queries: list[Example], demos: list[Example]) -> int:

@@ -95,6 +95,19 @@ class MethodOutput:
         default_factory=list
     )  # method.lr_grid: held-out loss of each lr
     search: pd.DataFrame | None = None  # method=gd_search: one row per (setting, step), see gd_search.py
+    # further jobs this one's work answers (see Companion)
+    companions: list[Companion] = field(default_factory=list)
+
+
+@dataclass
+class Companion:
+    """A second job answered by the same work: the runner writes it as a job folder of its own, `companions/<name>`
+    inside this job's folder, whose config is this job's with `method_overrides` applied, so the sweep pairs and
+    labels it like any job (gd_search's accuracy-matched point: `icl_vs_gd_acc_matched`, from the same search)."""
+
+    name: str
+    method_overrides: dict[str, Any]
+    output: MethodOutput
 
 
 class Method:

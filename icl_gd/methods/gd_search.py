@@ -6,12 +6,15 @@ trained once to the last step of `eval_at`, and at each step of `eval_at` it ans
 queries (ICL's own selection answers are computed here, on the same demos). Collapsed points are excluded. The
 best point (or, with `select: accuracy`, the one whose selection accuracy is closest to ICL's) is retrained to its
 step and answers the TEST queries: that is the job's predictions.parquet, compared with ICL as `icl_vs_gd_best`.
+With `select: agreement` the accuracy-matched point of the same search is retrained too and written as a job of its
+own (`acc_matched_tag`, a Companion: the folder companions/<tag>, compared with ICL as `icl_vs_gd_acc_matched`).
 search.parquet holds every point: its setting, step, selection score and accuracy, demo loss, and whether it
 collapsed or was chosen. Test queries are never seen before the choice is made.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ from icl_gd import metrics as M
 from icl_gd.config import positive, require_choice
 from icl_gd.errors import ConfigError, DivergedError
 from icl_gd.methods import finetune
-from icl_gd.methods.base import Method, MethodInputs, MethodOutput
+from icl_gd.methods.base import Companion, Method, MethodInputs, MethodOutput
 from icl_gd.methods.collapse import CollapsedError, collapse_reason
 from icl_gd.methods.gd import PARAM_SETS
 from icl_gd.methods.predict import Predictions
@@ -60,6 +63,7 @@ class GDSearchConfig:
     select: str = MISSING
     metric: str = MISSING
     tag: str | None = MISSING
+    acc_matched_tag: str | None = MISSING
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,11 @@ class GDSearch(Method):
             if not isinstance(step, int) or isinstance(step, bool) or step < 0:
                 raise ConfigError(f"search.eval_at has {step!r}: give optimizer steps, integers >= 0.")
         require_choice("method.select", method.select, SELECTS)
+        if method.acc_matched_tag is not None and method.acc_matched_tag == method.tag:
+            raise ConfigError(
+                f"method.acc_matched_tag={method.acc_matched_tag!r} is method.tag too: the accuracy-matched job "
+                "needs a name of its own (e.g. gd_acc_matched), or null to leave it out."
+            )
         if method.metric != "auto":
             require_choice("method.metric", method.metric, METRICS)
         if method.metric in FULL_DIST_METRICS and not cfg.eval.save_full_dist:
@@ -180,7 +189,32 @@ class GDSearch(Method):
             predictions,
             train=result,
             search=table.drop(columns=["reason"]).assign(collapse_reason=table.reason.fillna("")),
+            companions=self._acc_matched(
+                method, inputs, batch, best, matched, MethodOutput(predictions, result)
+            ),
         )
+
+    def _acc_matched(
+        self,
+        method: DictConfig,
+        inputs: MethodInputs,
+        batch: list,
+        best: pd.Series,
+        matched: pd.Series,
+        best_output: MethodOutput,
+    ) -> list[Companion]:
+        """The accuracy-matched point answering the test queries, as a job of its own (none when not asked for,
+        or when this job is itself the accuracy-matched one). Training is deterministic given the setting, step
+        and seed, so a matched point that is the best one reuses its answers instead of training again."""
+        if method.select != "agreement" or method.acc_matched_tag is None:
+            return []
+        if matched.name == best.name:
+            output = best_output
+        else:
+            quiet = dataclasses.replace(inputs, on_step=None)  # the job's training curve is the best point's
+            output = MethodOutput(*self._final(matched, method, quiet, batch))
+        overrides = {"select": "accuracy", "tag": str(method.acc_matched_tag), "acc_matched_tag": None}
+        return [Companion(str(method.acc_matched_tag), overrides, output)]
 
     def _trajectory(
         self,

@@ -489,7 +489,11 @@ def test_real_gd_search_jobs_reach_the_sweep_search_file_and_the_report(tmp_path
                 )
             )
     summary = compare_sweep(sweep, logger_cfg=NONE)
-    assert {"icl_vs_gd_best", ORDER_PAIR} <= set(summary["pair_type"])
+    # the accuracy-matched point of each search is a job of its own (companions/gd_acc_matched), paired with ICL
+    assert {"icl_vs_gd_best", "icl_vs_gd_acc_matched", "gd_acc_matched_vs_gd_best", ORDER_PAIR} <= set(
+        summary["pair_type"]
+    )
+    assert summary[summary.pair_type == "icl_vs_gd_acc_matched"]["n_clusters"].max() == 2  # pooled: both sets
     points = pd.read_parquet(sweep / io.SWEEP_SEARCH)
     assert list(points.columns[: len(S.SEARCH_META)]) == S.SEARCH_META
     assert len(points) == 2 * 2 * 2 * 3 and sorted(points["seed"].unique()) == [0, 1]

@@ -152,9 +152,49 @@ def test_the_selection_never_sees_a_test_query(searched) -> None:
         set(c[1]) == select for c in before
     )  # ICL, zero-shot and every point: selection only
     after = [c for c in calls if c[0] == "final"]
-    assert len(after) == 1 and set(after[0][1]) == test and after[0][2] == 0  # the winner, zero-shot, on test
+    t = pd.read_parquet(out / io.SEARCH)
+    trained = 1 if (t.chosen == "best,acc_matched").any() else 2  # the winner, and the accuracy-matched point
+    assert len(after) == trained and all(set(c[1]) == test and c[2] == 0 for c in after)  # zero-shot, on test
     preds = pd.read_parquet(out / io.PREDICTIONS)
     assert set(preds.query_id) == test
+
+
+def test_the_accuracy_matched_point_is_a_job_of_its_own_equal_to_running_it_alone(searched, tmp_path) -> None:
+    """The search's accuracy-matched point answers the test queries as companions/gd_acc_matched: a done job whose
+    config is select=accuracy, and whose predictions are those of that job run by itself."""
+    out, _, _ = searched
+    child = out / "companions" / "gd_acc_matched"
+    assert json.loads((child / io.STATUS).read_text())["status"] == "done"
+    cfg = OmegaConf.load(child / io.CONFIG)
+    assert cfg.method.tag == "gd_acc_matched" and cfg.method.select == "accuracy"
+    assert cfg.method.acc_matched_tag is None and cfg.output_dir == str(child)
+    assert json.loads((child / io.QUERIES).read_text()) == json.loads((out / io.QUERIES).read_text())
+    assert not (child / io.SEARCH).exists()  # the points are the parent's search.parquet
+    t = pd.read_parquet(out / io.SEARCH)
+    matched = t[t.chosen.str.contains("acc_matched")].iloc[0]
+    m = json.loads((child / io.METRICS).read_text())
+    assert m["train_steps"] == matched.step and m["n_queries"] == 4
+
+    alone = tmp_path / "alone"
+    job = ["debug=smoke", "logger=none", f"output_dir={alone}", *SEARCH, "method.select=accuracy"]
+    run(
+        compose_config([*job, "method.tag=gd_acc_matched", "method.acc_matched_tag=null"]),
+        raise_on_failure=True,
+    )
+    a, b = pd.read_parquet(child / io.PREDICTIONS), pd.read_parquet(alone / io.PREDICTIONS)
+    assert list(a.query_id) == list(b.query_id)
+    assert torch.allclose(torch.tensor(a.gold_prob.tolist()), torch.tensor(b.gold_prob.tolist()), atol=1e-6)
+    assert not (alone / "companions").exists()  # select=accuracy writes no companion of itself
+    same = {k: v for k, v in m.items() if not k.startswith("train_")}
+    assert same == pytest.approx(
+        {k: v for k, v in json.loads((alone / io.METRICS).read_text()).items() if k in same}
+    )
+
+
+def test_acc_matched_tag_must_differ_from_the_tag() -> None:
+    cfg = compose_config(["debug=smoke", "output_dir=/tmp/x", *SEARCH, "method.acc_matched_tag=gd_best"])
+    with pytest.raises(ConfigError, match=r"method\.acc_matched_tag='gd_best' is method\.tag too"):
+        validate(cfg)
 
 
 def test_a_collapsed_point_is_never_chosen_and_all_collapsed_fails(smoke, monkeypatch) -> None:
