@@ -52,6 +52,27 @@ MEASURES: dict[str, tuple[float | None, str | None, str]] = {
     "linreg_batched_vs_loop": (4, ">=", "regression lab: batched seeds and tasks vs a Python loop"),
     "forward_flops_fraction": (None, None, "forward FLOP/s / measured matmul FLOP/s (reported; aim >= 0.5)"),
     "peak_rss_gib_icl_job": (2, "<=", "peak resident memory of a SmolLM2 icl job, GiB"),
+    "gd_step_vs_plain": (
+        2,
+        ">=",
+        "GD training (SmolLM2, present_past 8 demos, gd defaults): plain loop (Adam default, .item() a step) vs the "
+        "fast step (methods/fast_step.py), same weights",
+    ),
+    "gd_optimizer_vs_memory_floor": (
+        2.5,
+        "<=",
+        "one fused Adam step over SmolLM2's parameters / streaming params, grads and moments once at copy bandwidth",
+    ),
+    "gd_trajectory_vs_retrain": (
+        3,
+        ">=",
+        "the model at 4 steps (gd_search's scoring): 4 plain trainings vs one fast training scored along the way",
+    ),
+    "gd_grid_vs_sequential": (
+        2,
+        ">=",
+        "4 learning rates (attn_kv): one by one (fast step) vs trained together on stacked copies, same weights",
+    ),
 }
 
 
@@ -111,6 +132,21 @@ def _linreg() -> dict:
     return {"ratio": out["linreg_batched_vs_loop"], **out}
 
 
+def _gd_fast(name: str) -> Callable[[], dict]:
+    def measure() -> dict:
+        from benchmarks import bench_gd_fast  # noqa: PLC0415
+
+        return bench_gd_fast.MEASURES[name]()
+
+    return measure
+
+
+def _scaling() -> dict:
+    from benchmarks import bench_scaling  # noqa: PLC0415
+
+    return bench_scaling.run()
+
+
 def _gpu() -> dict:
     from benchmarks.bench_gpu import run as gpu_run  # noqa: PLC0415
 
@@ -126,6 +162,11 @@ def plan(full: bool) -> dict[str, Callable[[], dict]]:
         "forward_flops_fraction": _flops,
         "linreg_batched_vs_loop": _linreg,
         "model_load_dequant_cache": _load,
+        "gd_step_vs_plain": _gd_fast("step"),
+        "gd_optimizer_vs_memory_floor": _gd_fast("optimizer"),
+        "gd_trajectory_vs_retrain": _gd_fast("trajectory"),
+        "gd_grid_vs_sequential": _gd_fast("grid"),
+        "scaling": _scaling,  # curves and figure (details only)
         "peak_rss_gib_icl_job": _rss,
         "multirun_wall_vs_compute": _multirun,
         "gpu_llama7b_random_init": _gpu,  # details only; skipped without CUDA

@@ -35,8 +35,24 @@ warnings.filterwarnings(
 # Keys that say where a job writes, not what it computes: left out of the job's identity hash.
 # `search` is read by method=gd_search through its own keys (conf/method/gd_search.yaml interpolates it), so it is
 # in that job's identity there and no other job's: narrowing the search never reruns ICL or zero-shot.
-NON_IDENTITY_KEYS = ("output_dir", "logger", "rerun", "search")
+# `other_task` is read only through demo_source=other, which normalize() replaces by the task it names.
+NON_IDENTITY_KEYS = (
+    "output_dir",
+    "logger",
+    "rerun",
+    "search",
+    "allow_failures",
+    "other_task",
+    "progress",
+    "memory_check",
+)
+OTHER_TASK = "other"  # demo_source=other: the data set's partner in `other_task:`
 DEMO_LABELS = ("original", "shuffled")
+# Keys added after jobs were run without them: at this value they are left out of the identity, so the jobs of an
+# earlier sweep keep their hash (a resumed sweep skips them) and pair with new ones.
+ABSENT_DEFAULTS: dict[str, Any] = {"demo_source": None}
+# The same for keys of the method group (method.loss_on, method.layer_causal_lr came after gd jobs had run).
+ABSENT_METHOD_DEFAULTS: dict[str, Any] = {"loss_on": "answer", "layer_causal_lr": None, "sensitivity": None}
 
 
 @dataclass
@@ -132,7 +148,12 @@ class JobConfig:
     demo_sampling: Any = MISSING
     order_seed: Any = MISSING
     demo_labels: Any = MISSING
+    demo_source: Any = MISSING
+    other_task: Any = MISSING
     rerun: Any = MISSING
+    allow_failures: Any = False  # a multirun with a failed job exits 0 (sweep-level: not in a job's identity)
+    progress: Any = True  # progress bars / lines (icl_gd/progress.py); how a job reports, not in its identity
+    memory_check: Any = True  # icl_gd/memory_plan.py: refuse, before the model loads, a job that cannot fit
     eval: Any = MISSING
     stats: Any = MISSING
     analysis: Any = MISSING
@@ -188,6 +209,9 @@ def register_resolvers() -> None:
     """`${icl_gd_dirname:...}` (conf/config.yaml's hydra.sweep.subdir); registered once per process."""
     if not OmegaConf.has_resolver("icl_gd_dirname"):
         OmegaConf.register_new_resolver("icl_gd_dirname", job_dirname)
+    from icl_gd import folders  # noqa: PLC0415 -- the sweep and job folder names (icl_gd_sweep, icl_gd_jobname)
+
+    folders.register()
 
 
 register_resolvers()
@@ -309,14 +333,28 @@ def raw_label_text(value: Any) -> str:
 
 
 def normalize(cfg: DictConfig) -> None:
-    """Bring `dataset.label_words` keys to the raw labels' text, in place, before the job is hashed or checked.
+    """Bring `dataset.label_words` keys to the raw labels' text (and `demo_source=<its own dataset>` to null), in
+    place, before the job is hashed or checked.
 
     `+dataset.label_words={0: objective, 1: subjective}` gives int keys (Hydra's grammar cannot quote them); a
     file's labels "0"/"1" are text. Integer and boolean keys stand for their text; a key given in both forms
     keeps the word given last, with a warning.
     """
     ds = cfg.get("dataset")
-    if not isinstance(ds, DictConfig) or OmegaConf.is_missing(ds, "label_words"):
+    if not isinstance(ds, DictConfig):
+        return
+    if cfg.get("demo_source") == OTHER_TASK:
+        partners = cfg.get("other_task") or {}
+        if ds.get("name") not in partners:
+            raise ConfigError(
+                f"demo_source={OTHER_TASK} takes dataset={ds.get('name')}'s partner from other_task, which names "
+                f"none (it has: {', '.join(partners) or 'nothing'}). Add other_task.{ds.get('name')}=<a data set with "
+                "the same text fields>, or give demo_source=<that data set> directly."
+            )
+        cfg.demo_source = partners[ds.get("name")]  # the job's identity holds the task, not the word "other"
+    if cfg.get("demo_source") is not None and cfg.get("demo_source") == ds.get("name"):
+        cfg.demo_source = None  # demos from the job's own task are no control: the plain job, one identity
+    if OmegaConf.is_missing(ds, "label_words"):
         return
     words = ds.get("label_words")
     if not isinstance(words, DictConfig) or all(isinstance(k, str) for k in words):
@@ -467,7 +505,17 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 def identity(cfg: DictConfig | dict) -> dict[str, Any]:
     """What a job computes: the resolved config minus where it writes and how it logs."""
     d = resolved(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    return {k: v for k, v in d.items() if k not in NON_IDENTITY_KEYS and k != "hydra"}
+    if isinstance(d.get("method"), dict):
+        d["method"] = {
+            k: v
+            for k, v in d["method"].items()
+            if not (k in ABSENT_METHOD_DEFAULTS and v == ABSENT_METHOD_DEFAULTS[k])
+        }
+    return {
+        k: v
+        for k, v in d.items()
+        if k not in NON_IDENTITY_KEYS and k != "hydra" and ABSENT_DEFAULTS.get(k, MISSING) != v
+    }
 
 
 def config_hash(cfg: DictConfig | dict) -> str:

@@ -35,14 +35,24 @@ from icl_gd.data import (
     sample_selection,
     shuffle_labels,
 )
+from icl_gd.data.loading import Splits
 from icl_gd.data.prompts import unescape
+from icl_gd.data.source import condition_words, demo_source_name, source_dataset
 from icl_gd.errors import ConfigError, DivergedError
 from icl_gd.methods import MethodInputs, MethodOutput, method_class
 from icl_gd.methods.base import Companion
 from icl_gd.models import LoadedModel, load_model, resolve_source
 from icl_gd.models.anatomy import context_length
 from icl_gd.models.forward import continuation_ids
-from icl_gd.tracking import NullTracker, Tracker, make_tracker
+from icl_gd.tracking import (
+    PREDICTIONS_ARTIFACT,
+    PROB_RANGE,
+    NullTracker,
+    Tracker,
+    job_run,
+    make_tracker,
+    predictions_artifact,
+)
 from icl_gd.validation import validate
 
 log = logging.getLogger(__name__)
@@ -62,8 +72,12 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run(cfg: DictConfig, group: str | None = None, raise_on_failure: bool = False) -> dict[str, Any]:
-    """Run one job into cfg.output_dir and return its metrics (empty when it failed)."""
+def run(
+    cfg: DictConfig, group: str | None = None, raise_on_failure: bool = False, experiment: str | None = None
+) -> dict[str, Any]:
+    """Run one job into cfg.output_dir and return its metrics (empty when it failed).
+
+    group: the W&B group (`tracking.sweep_group`); experiment: the experiment=... preset (None: adhoc)."""
     out = Path(cfg.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -74,6 +88,7 @@ def run(cfg: DictConfig, group: str | None = None, raise_on_failure: bool = Fals
         ) from None
     tracker: Tracker = NullTracker()
     metrics: dict[str, Any] = {}
+    exit_code = 0  # the W&B run's: non-zero for a failed job
     started = time.time()
     h = None
     try:  # everything, the config's own resolution included, fails into status.json and the log
@@ -88,18 +103,25 @@ def run(cfg: DictConfig, group: str | None = None, raise_on_failure: bool = Fals
         tracker = make_tracker(
             cfg.logger,
             output_dir=out,
-            config={**resolved(cfg), "versions": versions()},
-            group=group,
-            job_type=cfg.method.name,
-            name=out.name,
+            **job_run(
+                resolved(cfg),
+                cfg.logger,
+                experiment=experiment,
+                group=group,
+                job=out.name,
+                extra={"versions": versions()},
+            ),
         )
         metrics = _job(cfg, out, tracker)
         io.write_json(out / io.METRICS, metrics)
-        tracker.summary({f"{cfg.method.name}/{k}": v for k, v in metrics.items()})
+        tracker.summary({"status": "done", **metrics})  # one namespace: the same keys for every method
+        files = [p for p in (out / io.PREDICTIONS, out / io.DEMOS) if p.exists()]
+        if files:
+            tracker.log_artifact(files, name=predictions_artifact(group, out.name), type=PREDICTIONS_ARTIFACT)
         io.write_status(
             out, "done", config_hash=h, wall_s=round(time.time() - started, 3), versions=versions()
         )
-        log.info("done %s: %s", out, {k: metrics[k] for k in ("accuracy", "label_accuracy") if k in metrics})
+        log.debug("done %s: %s", out, {k: metrics[k] for k in ("accuracy", "label_accuracy") if k in metrics})
         return metrics
     except Exception as e:  # recorded, so the other jobs of a sweep go on
         diverged = isinstance(e, DivergedError)
@@ -114,13 +136,16 @@ def run(cfg: DictConfig, group: str | None = None, raise_on_failure: bool = Fals
         )
         if diverged:
             io.write_json(out / io.METRICS, {"diverged": 1.0, **getattr(e, "metrics", {})})
-        tracker.summary({"status": "failed", "error": str(e), "diverged": float(diverged)})
-        log.error("job %s failed: %s: %s", out, type(e).__name__, e)
-        if raise_on_failure:
+        tracker.summary(
+            {"status": "failed", "error": str(e), "error_type": type(e).__name__, "diverged": float(diverged)}
+        )
+        exit_code = 1
+        if raise_on_failure:  # the caller says it (run.py / icl-gd: once, without a traceback)
             raise
+        log.error("job %s failed: %s: %s", out.name, type(e).__name__, e)  # in a sweep: relative to its folder
         return {}
     finally:
-        tracker.finish()
+        tracker.finish(exit_code=exit_code)
 
 
 def _finished(out: Path, config_hash: str) -> dict[str, Any] | None:
@@ -132,7 +157,7 @@ def _finished(out: Path, config_hash: str) -> dict[str, Any] | None:
     except (OSError, ValueError) as e:
         log.warning("redo %s: it says done but %s does not read back (%s)", out, io.METRICS, e)
         return None
-    log.info("skip %s: done with the same config (rerun=true to run it again)", out)
+    log.info("skip %s: done with the same config (rerun=true to run it again)", out.name)
     return metrics
 
 
@@ -141,6 +166,10 @@ def _job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         from icl_gd.linreg.lab import run_job  # noqa: PLC0415 -- the regression lab needs no language model
 
         return run_job(cfg, out, tracker)
+    if cfg.method.get("name") == "param_sensitivity":  # ICL under weight noise (analysis/perturb.py)
+        from icl_gd.analysis.perturb import run_lm_job  # noqa: PLC0415
+
+        return run_lm_job(cfg, out, tracker)
     return lm_job(cfg, out, tracker)
 
 
@@ -155,12 +184,11 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         splits.test, int(cfg.eval.n_select), int(cfg.eval.n_queries), int(cfg.seed), ds.name
     )
     io.write_json(out / io.QUERIES, {"select": [q.id for q in select], "test": [q.id for q in queries]})
-    demos = order_demos(
-        sample_demos(splits.pool, int(cfg.demos), int(cfg.seed), ds.name, cfg.demo_sampling), cfg.order_seed
-    )
-    if cfg.get("demo_labels", "original") == "shuffled":
-        demos = shuffle_labels(demos, int(cfg.seed), ds.name)
+    pool, demos = _demos(cfg, splits)
     method = method_class(cfg.method)()
+    from icl_gd.memory_plan import check_job  # noqa: PLC0415 -- before the model loads: refuse what cannot fit
+
+    check_job(cfg, template, demos, [*queries, *select], unescape(ds.separator))
     lm, label_words, shared_first = _load_model(cfg, template, queries[0])
     separator = unescape(ds.separator)
     used = demos if method.uses_demos else []
@@ -179,14 +207,14 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     seen = _queries_seen_as_demos(queries, used)
 
     def on_step(row: dict[str, float]) -> None:
-        tracker.log(
-            {f"{cfg.method.name}/train_loss": row["train_loss"], "epoch": row["epoch"]}, step=int(row["step"])
+        tracker.log(  # train/* is drawn against train/step (tracking's define_metric)
+            {"train/loss": row["train_loss"], "train/epoch": row["epoch"], "train/step": int(row["step"])}
         )
 
     # torch's global RNG (LoRA's adapter init draws from it) depends on the seed alone, not on the jobs this
     # process ran before: the same job gives the same files in any sweep order, launcher or resumed run
     heldout = (
-        sample_heldout(splits.pool, demos, int(cfg.method.heldout), int(cfg.seed), ds.name)
+        sample_heldout(pool, demos, int(cfg.method.heldout), int(cfg.seed), ds.name)
         if cfg.method.get("lr_grid")
         else None
     )
@@ -210,16 +238,7 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     )
     result = method.answer(cfg.method, inputs)
     if result.search is not None:  # which demo set the rows belong to, so tables of many jobs stack
-        label = cfg.method.get("tag") or cfg.method.name
-        shuffled = cfg.get("demo_labels", "original") == "shuffled"
-        result.search = result.search.assign(
-            method_label=f"{label} (shuffled labels)" if shuffled else label,
-            dataset=ds.name,
-            demos=int(cfg.demos),
-            seed=int(cfg.seed),
-            order_seed=cfg.order_seed,
-            demo_labels=cfg.get("demo_labels", "original"),
-        )
+        result.search = _tag_search(result.search, cfg)
     counts = {"n_queries": len(queries), "n_demos": len(used), "demos_dropped": dropped}
     counts["queries_seen_as_demos"] = seen
     answered = _Answered(queries, label_words, lm, ds, bool(shared_first), cfg.stats, counts)
@@ -229,8 +248,42 @@ def lm_job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     for companion in result.companions:
         _write_companion(cfg, out, companion, answered)
     tracker.log_table("predictions", df.drop(columns=["full_dist"], errors="ignore"))
-    tracker.log_histogram("gold_prob_hist", df["gold_prob"].tolist())
+    tracker.log_histogram("gold_prob_hist", df["gold_prob"].tolist(), bounds=PROB_RANGE)
     return metrics
+
+
+def _demos(cfg: DictConfig, splits: Splits) -> tuple[list[Example], list[Example]]:
+    """The pool the demos come from (this task's, or with demo_source another task's) and the job's demos, in
+    their order, with their labels shuffled for the control demo_labels=shuffled."""
+    ds = cfg.dataset
+    source = source_dataset(cfg, list(ds.text_fields))
+    pool = load_splits(source, resolve_data_dir(cfg)).pool if source is not None else splits.pool
+    name = (
+        source.name if source is not None else ds.name
+    )  # the demos the source's own job draws for this seed
+    demos = order_demos(
+        sample_demos(pool, int(cfg.demos), int(cfg.seed), name, cfg.demo_sampling), cfg.order_seed
+    )
+    if cfg.get("demo_labels", "original") == "shuffled":
+        demos = shuffle_labels(demos, int(cfg.seed), ds.name)
+    return pool, demos
+
+
+def _tag_search(search: Any, cfg: DictConfig) -> Any:
+    """A search table's rows with the demo set they belong to (dataset, demos, seed, order, control)."""
+    label = cfg.method.get("tag") or cfg.method.name
+    labels = cfg.get("demo_labels", "original")
+    source = demo_source_name(cfg)
+    words = condition_words(labels, source)
+    return search.assign(
+        method_label=f"{label} ({words})" if words else label,
+        dataset=cfg.dataset.name,
+        demos=int(cfg.demos),
+        seed=int(cfg.seed),
+        order_seed=cfg.order_seed,
+        demo_labels=labels,
+        demo_source=source,
+    )
 
 
 @dataclass

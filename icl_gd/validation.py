@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from icl_gd import config
 from icl_gd.data import Template
+from icl_gd.data.source import source_dataset
 from icl_gd.errors import ConfigError
 from icl_gd.methods import Method, method_class
 from icl_gd.methods.registry import TARGET_KEY
@@ -58,6 +59,7 @@ def validate_lm(cfg: DictConfig) -> type[Method]:
     node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))  # a method may interpolate `search:`
     method = config.typed(cls.schema, node, "method")
     config.check_job(cfg, dataset)
+    source_dataset(cfg, list(dataset.text_fields))  # demo_source=<dataset>: composed and checked, not loaded
     cls.check(cfg, method)
     check_analysis(cfg, cls)
     return cls

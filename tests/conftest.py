@@ -25,6 +25,9 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    from icl_gd import tracking  # noqa: PLC0415
+
+    tracking.reset_process_state()  # an earlier test's offline fallback or sync hints are not this test's
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ is configured, in batches of max_batch_size, so launchers and the multirun callb
 import importlib
 import itertools
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from icl_gd.progress import SWEEP_JOBS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +294,7 @@ class GridsSweeper(Sweeper):
         sizes = ", ".join(f"{name} {len(g)}" for name, g in by_grid.items()) if self.grids else "no grids"
         dropped = sum(len(g) for g in by_grid.values()) - len(jobs)
         log.info(f"Grids sweeper: {len(jobs)} jobs ({sizes}; {dropped} duplicate(s) dropped)")
+        os.environ[SWEEP_JOBS_ENV] = str(len(jobs))  # each job's end line says "job 3/9" (launchers inherit it)
         self.validate_all(named)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)

@@ -109,6 +109,16 @@ class LoRAConfig:
 
 
 @dataclass
+class SensitivityConfig:
+    eps: list[float] = MISSING  # relative noise scales (0 = unperturbed)
+    noise_seeds: int = MISSING  # noise draws per eps > 0
+    models: list[str] = MISSING  # of gd_construction, lsa, h3
+    eval_tasks: int = MISSING  # fresh tasks per member for each risk
+    init_std: float = MISSING  # the trained LSA's and H3's initial weights' std
+    value_init: str = MISSING  # the trained LSA's W_V, P start (identity | random)
+
+
+@dataclass
 class TrainConfig:
     name: str = MISSING
     seeds: int = MISSING
@@ -132,6 +142,7 @@ class TrainConfig:
     dtype: str = MISSING
     device: str = MISSING
     threads: int = MISSING  # torch threads while the job runs (0 = leave as is)
+    sensitivity: SensitivityConfig | None = None  # set: the parameter-sensitivity job (linreg/sensitivity.py)
 
 
 @dataclass
@@ -166,6 +177,8 @@ POSITIVE_INTS = (  # method keys that must be integers >= 1
     "construction_stack",
     "figure_panels",
 )
+SENSITIVITY_MODELS = ("gd_construction", "lsa", "h3")  # method.sensitivity.models (linreg/sensitivity.py)
+VALUE_INITS = ("identity", "random")  # LSA's W_V, P start (models.LSALayer)
 GROUP_FILES = {
     "model": "conf/model/{name}.yaml",
     "dataset": "conf/dataset/linreg.yaml",
@@ -398,6 +411,18 @@ def _train(node: DictConfig, dims: list[int]) -> TrainConfig:
     for k in ("lr", "alpha", "init_std"):
         _number(f"method.lora.{k}", getattr(lora, k), float, gt=0.0)
     _choice("method.lora.target", lora.target, LORA_TARGETS, "pick one (a rank-r update of W_K^T W_Q)")
+    sens = train.sensitivity
+    if sens is not None:
+        if not sens.eps:
+            _fail("method.sensitivity.eps", sens.eps, "a non-empty list", "give the noise scales, e.g. [0, 0.01, 0.1]")
+        for eps in sens.eps:
+            _number("method.sensitivity.eps", eps, float, lo=0.0)
+        _number("method.sensitivity.noise_seeds", sens.noise_seeds, int, lo=1)
+        _number("method.sensitivity.eval_tasks", sens.eval_tasks, int, lo=1)
+        _number("method.sensitivity.init_std", sens.init_std, float, gt=0.0)
+        for m in sens.models:
+            _choice("method.sensitivity.models", m, SENSITIVITY_MODELS)
+        _choice("method.sensitivity.value_init", sens.value_init, VALUE_INITS)
     return train
 
 

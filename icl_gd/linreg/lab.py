@@ -106,6 +106,10 @@ def run_job(cfg: DictConfig | LinregJob, output_dir: Path, tracker: Any) -> dict
     if job.train.threads:
         torch.set_num_threads(job.train.threads)  # small tensors: one thread beats contended ones
     try:
+        if job.train.sensitivity is not None:  # Shen et al.'s parameter sensitivity (linreg/sensitivity.py)
+            from icl_gd.linreg.sensitivity import run  # noqa: PLC0415
+
+            return run(job, Path(output_dir), tracker)
         return _run(job, Path(output_dir), tracker)
     finally:
         torch.set_num_threads(threads)

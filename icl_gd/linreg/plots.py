@@ -1,9 +1,10 @@
 """Figures of the linear-regression lab: empirical points with 95% bands beside the theory curves.
 
-Pure plotting: each function takes tidy DataFrames and a path, writes one PNG (Agg backend, no display) through
-the shared `icl_gd.style.save` and returns the path. Lines, bands, sizes and colours are the shared style of
-both reports (icl_gd/style.py); only the theory curves' style is the lab's own. Bands are normal-approximation
-95% intervals of the Monte Carlo estimates.
+Pure plotting: each function takes tidy DataFrames and a path, writes one PNG and a PDF beside it (Agg backend,
+no display) through the shared `icl_gd.style.save` and returns the PNG's path. Lines, bands, sizes, fonts, the
+legend right of the panels and the colours (each predictor's fixed, `icl_gd.style.NAMED_COLORS`; any other line's
+fixed by its name) are the shared style of both reports (icl_gd/style.py); only the theory curves' style is the
+lab's own. Bands are normal-approximation 95% intervals of the Monte Carlo estimates.
 """
 
 from __future__ import annotations
@@ -19,32 +20,31 @@ import pandas as pd  # noqa: E402
 from icl_gd.style import (  # noqa: E402
     BAND_ALPHA,
     BASELINE_STYLE,
-    LEGEND_SIZE,
     MAIN_STYLE,
     PANEL_SIZE,
-    TITLE_SIZE,
     UNIT_RANGE,
     colors,
+    figure,
+    outside_legend,
     save,
 )
 
 BASELINE_MARKERS = ("s", "^", "v", "x", "D", "P")  # one per baseline, so lines of one colour stay apart
-MARKER_SIZE = 4
-THEORY_STYLE = {"linestyle": "--", "linewidth": 1.2}  # the lab's own: theory beside the measured points
-WIDE = 4 / 3  # single-panel figures are wider than a report panel: they carry a two-column legend
+THEORY_STYLE = {"linestyle": "--", "linewidth": 1.3}  # the lab's own: theory beside the measured points
+WIDE = 4 / 3  # a single-panel figure is a little larger than a report panel
 
 
 def _baseline(marker: str) -> dict:
-    return {**BASELINE_STYLE, "marker": marker, "markersize": MARKER_SIZE}
+    return {**BASELINE_STYLE, "marker": marker}
 
 
 def _single() -> tuple[plt.Figure, plt.Axes]:
-    fig, ax = plt.subplots(figsize=(PANEL_SIZE[0] * WIDE, PANEL_SIZE[1] * WIDE))
-    return fig, ax
+    fig, axes = figure(1, 1, width=PANEL_SIZE[0] * WIDE)
+    return fig, axes[0][0]
 
 
 def _row(panels: int) -> tuple[plt.Figure, list[plt.Axes]]:
-    fig, axes = plt.subplots(1, panels, figsize=(PANEL_SIZE[0] * panels, PANEL_SIZE[1]), squeeze=False)
+    fig, axes = figure(1, panels)
     return fig, list(axes[0])
 
 
@@ -63,9 +63,10 @@ def risk_vs_axis(
     """
     fig, ax = _single()
     groups = list(risks.groupby("line", sort=False))
-    palette = colors([line for line, _ in groups])
+    single = len(groups) == 1  # one line: each predictor in its own fixed colour, else one colour per line
+    palette = colors([main, *baselines] if single else [line for line, _ in groups])
     for i, (line, df) in enumerate(groups):
-        c = palette[line]
+        c = palette[main] if single else palette[line]
         label = f" ({line})" if line else ""
         m = df[df.predictor == main].sort_values(axis)
         ax.plot(m[axis], m["mean"], color=c, label=f"{main}{label}", **MAIN_STYLE)
@@ -75,11 +76,12 @@ def risk_vs_axis(
         for b, marker in zip(baselines, BASELINE_MARKERS, strict=False):
             bd = df[df.predictor == b].sort_values(axis)
             if len(bd):
-                ax.plot(bd[axis], bd["mean"], color=c, label=b if i == 0 else None, **_baseline(marker))
+                bc = palette[b] if single else c
+                ax.plot(bd[axis], bd["mean"], color=bc, label=b if i == 0 else None, **_baseline(marker))
     ax.set_xlabel(axis)
     ax.set_ylabel("query risk E(y_hat - y)^2")
-    ax.set_title(title, fontsize=TITLE_SIZE)
-    ax.legend(fontsize=LEGEND_SIZE, ncol=2)
+    ax.set_title(title)
+    outside_legend(fig, [ax])
     return save(fig, path)
 
 
@@ -104,9 +106,9 @@ def prefix_curves(curves: pd.DataFrame, theory: pd.DataFrame, path: Path, panels
                 df["position"], df["risk"], color=palette[curve], label=f"theory: {curve}", **THEORY_STYLE
             )
         ax.set_xlabel("in-context examples before the query")
-        ax.set_title(name.lstrip("@"), fontsize=TITLE_SIZE - 1)
+        ax.set_title(name.lstrip("@"))
     axes[0].set_ylabel("risk")
-    axes[0].legend(fontsize=LEGEND_SIZE)
+    outside_legend(fig, axes)
     return save(fig, path)
 
 
@@ -126,8 +128,8 @@ def evolution(evo: pd.DataFrame, path: Path) -> Path:
             ax.fill_between(x, df["lo"], df["hi"], color=c, alpha=BAND_ALPHA, linewidth=0)
         ax.set_xscale("log")
         ax.set_xlabel("training step")
-        ax.set_title(metric, fontsize=TITLE_SIZE - 1)
-    axes[0].legend(fontsize=LEGEND_SIZE)
+        ax.set_title(metric)
+    outside_legend(fig, axes)
     return save(fig, path)
 
 
@@ -146,5 +148,5 @@ def sparsity(sp: pd.DataFrame, path: Path) -> Path:
     ax.set_xlabel("threshold on |w| / max |w|")
     ax.set_ylabel("fraction of entries below")
     ax.set_ylim(*UNIT_RANGE)
-    ax.legend(fontsize=LEGEND_SIZE)
+    outside_legend(fig, [ax])
     return save(fig, path)

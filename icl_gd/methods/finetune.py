@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from icl_gd.errors import ConfigError, DivergedError
+from icl_gd.methods import fast_step
 from icl_gd.models import anatomy
 from icl_gd.models.forward import continuation_ids, encode, pad
 
@@ -53,6 +54,22 @@ def build_batch(
         ans = continuation_ids(tokenizer, answer)
         out.append((ids + ans, [IGNORE] * len(ids) + ans))
     return out
+
+
+ALL_TOKENS = "all"  # method.loss_on=all: Dai et al.'s fine-tune, the loss on every token of each demo
+LOSS_ON = (ANSWER, ALL_TOKENS)  # method.loss_on: the answer tokens only (default) | every token
+
+
+def with_loss_on(
+    batch: list[tuple[list[int], list[int]]], loss_on: str
+) -> list[tuple[list[int], list[int]]]:
+    """The batch with its labels for `loss_on`: unchanged for answer; for all, every token is a target (the first
+    token has no prediction before it, so it carries no loss either way)."""
+    if loss_on == ANSWER:
+        return batch
+    if loss_on != ALL_TOKENS:
+        raise ConfigError(f"method.loss_on={loss_on!r} is not allowed; choose one of: {', '.join(LOSS_ON)}.")
+    return [(ids, list(ids)) for ids, _ in batch]
 
 
 def answer_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
@@ -206,17 +223,23 @@ class MasterWeights:
                 p.copy_(m)
 
 
-def make_optimizer(params: list[torch.Tensor], cfg: DictConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.Tensor], cfg: DictConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer of cfg.optimizer; `fused`: torch's fused kernel (the same update, one pass over all tensors)."""
+    kw = {"fused": True} if fused and fast_step.fused_ok(params) else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
 
 @torch.no_grad()
-def mean_demo_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int) -> float:
-    """Mean per-demo answer loss (each demo weighted equally), in eval mode."""
-    return float(sum(answer_loss(model, [b], pad_id).item() for b in batch) / len(batch))
+def mean_demo_loss(
+    model, batch: list[tuple[list[int], list[int]]], pad_id: int, loss: Callable | None = None
+) -> float:
+    """Mean per-demo answer loss (each demo weighted equally), in eval mode; `loss` (default `answer_loss`) may be
+    the fast step's (the same value, unembedding the answer positions only)."""
+    loss = loss or answer_loss
+    return float(sum(torch.stack([loss(model, [b], pad_id) for b in batch]).tolist()) / len(batch))  # one sync
 
 
 @torch.no_grad()
@@ -226,13 +249,61 @@ def mean_demo_layer_losses(model, batch: list[tuple[list[int], list[int]]], pad_
     return per_demo.double().mean(0).tolist()
 
 
-def _evaluate(model, batch, pad_id: int, layer_causal: bool) -> tuple[float, float, list[float]]:
+def _evaluate(
+    model, batch, pad_id: int, layer_causal: bool, loss: Callable | None = None
+) -> tuple[float, float, list[float]]:
     """(training objective, answer loss, per-layer losses or []) of the model on the demos, each a per-demo mean."""
-    answer = mean_demo_loss(model, batch, pad_id)
+    answer = mean_demo_loss(model, batch, pad_id, loss if not layer_causal else None)
     if not layer_causal:
         return answer, answer, []
     layers = mean_demo_layer_losses(model, batch, pad_id)
     return math.fsum(layers), answer, layers
+
+
+def _diverged(value: float, initial: float, cfg: DictConfig) -> bool:
+    return not math.isfinite(value) or value > cfg.explode_factor * max(initial, 1e-8)
+
+
+def _diverged_error(step: int, value: float, initial: float, cfg: DictConfig) -> DivergedError:
+    return DivergedError(
+        f"training loss diverged at step {step} (loss={value}, first loss={initial:.4g}): "
+        f"lower method.lr={cfg.lr} or set method.grad_clip."
+    )
+
+
+class _Rows:
+    """The losses of the steps taken, read on the host in batches: the divergence check and the on_step rows.
+
+    The plain step reads each loss at once (`.item()`, a host sync a step); the fast step keeps them on the device
+    and `flush`es every fast_step.SYNC_EVERY steps and before each evaluation point, checking and reporting them
+    in step order, so a diverged step raises the same error a few steps later (and no evaluation sees it).
+    """
+
+    def __init__(self, result: TrainResult, cfg: DictConfig, on_step: Callable[[dict[str, float]], None] | None):
+        self.result, self.cfg, self.on_step = result, cfg, on_step
+        self.pending: list[tuple[int, int, torch.Tensor]] = []
+
+    def check(self, step: int, epoch: int, value: float) -> None:
+        if _diverged(value, self.result.initial_loss, self.cfg):
+            raise _diverged_error(step, value, self.result.initial_loss, self.cfg)
+
+    def add(self, step: int, epoch: int, value: float) -> None:
+        row = {"step": step, "epoch": epoch, "train_loss": value}
+        self.result.curve.append(row)
+        if self.on_step:
+            self.on_step(row)
+
+    def defer(self, step: int, epoch: int, loss: torch.Tensor) -> None:
+        self.pending.append((step, epoch, loss.detach()))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        values = torch.stack([x[2].float() for x in self.pending]).tolist()  # one host sync for them all
+        pending, self.pending = self.pending, []
+        for (step, epoch, _), value in zip(pending, values, strict=True):
+            self.check(step, epoch, value)
+            self.add(step, epoch, value)
 
 
 def train(
@@ -246,6 +317,7 @@ def train(
     steps: int | None = None,
     on_eval: Callable[[int], None] | None = None,
     eval_at: Collection[int] = (),
+    fast: bool | None = None,
 ) -> TrainResult:
     """Train `params` in place on the demos (in their given order when batch_size < n). Caller restores them.
 
@@ -254,9 +326,12 @@ def train(
     steps: train exactly that many optimizer steps (cycling through the demos) instead of cfg.epochs epochs.
     on_eval(s): called, in eval mode, after s optimizer steps for each s in eval_at (s = 0: before the first), so
     one training gives the model at every step of a trajectory.
+    fast (default cfg.fast_step, else true): the step of methods/fast_step.py (answer-position logits, in-place
+    embedding gradients, a fused optimizer, batched host reads); false: the plain loop. Same numbers to float
+    tolerance.
     """
     layer_causal = bool(cfg.get("layer_causal", False))
-    objective = layer_causal_loss if layer_causal else answer_loss
+    fast = bool(cfg.get("fast_step", True)) if fast is None else fast
     torch.manual_seed(seed)
     pad = tokenizer.pad_token_id
     all_params = list(model.parameters())
@@ -270,11 +345,22 @@ def train(
         loss_kind=LAYER_CAUSAL if layer_causal else ANSWER,
     )
     master = MasterWeights(params)
-    opt = make_optimizer(master.trained, cfg)
+    opt = make_optimizer(master.trained, cfg, fused=fast)
+    fast_loss = fast_step.AnswerLoss.build(model, list(params.values())) if fast and not layer_causal else None
+    if layer_causal:
+        objective = layer_causal_loss
+    elif fast_loss is not None:
+        objective = lambda m, b, pad_id: fast_loss(b, pad_id)  # noqa: E731 -- the same signature as answer_loss
+    else:
+        objective = answer_loss
     bs = len(batch) if cfg.batch_size == "all" else int(cfg.batch_size)
+    rows = _Rows(result, cfg, on_step)
+    memory = contextlib.ExitStack()
+    if fast:
+        memory.enter_context(fast_step.keep_freed_memory(next(iter(params.values())).device))
     try:
         result.initial_loss, result.initial_answer_loss, result.initial_layer_losses = _evaluate(
-            model, batch, pad, layer_causal
+            model, batch, pad, layer_causal, objective if fast_loss is not None else None
         )
         wanted = set(eval_at)
         if 0 in wanted and on_eval:
@@ -283,47 +369,65 @@ def train(
         step = 0
         per_epoch = math.ceil(len(batch) / bs)
         epochs = int(cfg.epochs) if steps is None else math.ceil(steps / per_epoch)
+        from icl_gd.progress import step_progress  # noqa: PLC0415 -- a bar over the steps, loss in it
+
+        rows.on_step = step_progress(rows.on_step, steps if steps is not None else epochs * per_epoch)
         for epoch in range(epochs):
             for start in range(0, len(batch), bs):
                 if steps is not None and step >= steps:
                     break
+                if fast:
+                    opt.zero_grad(set_to_none=True)
+                    for p in params.values():
+                        p.grad = None
+                    if fast_loss is not None:
+                        fast_loss.begin_step()  # after the zeroing: the sink's buffers become the .grad
                 loss = objective(model, batch[start : start + bs], pad)
-                value = loss.item()
-                if not math.isfinite(value) or value > cfg.explode_factor * max(result.initial_loss, 1e-8):
-                    raise DivergedError(
-                        f"training loss diverged at step {step} (loss={value}, first loss={result.initial_loss:.4g}): "
-                        f"lower method.lr={cfg.lr} or set method.grad_clip."
-                    )
-                opt.zero_grad(set_to_none=True)
-                for p in params.values():
-                    p.grad = None
+                if fast:
+                    rows.defer(step, epoch, loss)
+                else:
+                    value = loss.item()
+                    rows.check(step, epoch, value)
+                    opt.zero_grad(set_to_none=True)
+                    for p in params.values():
+                        p.grad = None
                 loss.backward()
                 master.pull_grads()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(master.trained, cfg.grad_clip)
+                clipped = False
+                if cfg.grad_clip is not None and fast:
+                    grads = [m.grad for m in master.trained if m.grad is not None]
+                    clipped = fast_step.clip_into(opt, grads, float(cfg.grad_clip))
+                if cfg.grad_clip is not None and not clipped:
+                    torch.nn.utils.clip_grad_norm_(master.trained, cfg.grad_clip, foreach=True if fast else None)
                 opt.step()
+                if clipped:
+                    fast_step.unclip(opt)
                 master.push()
-                row = {"step": step, "epoch": epoch, "train_loss": value}
-                result.curve.append(row)
-                if on_step:
-                    on_step(row)
+                if not fast:
+                    rows.add(step, epoch, value)
                 step += 1
+                if fast and (len(rows.pending) >= fast_step.SYNC_EVERY or step in wanted):
+                    rows.flush()
                 if step in wanted and on_eval:
                     model.eval()
                     on_eval(step)
                     model.train()
+        rows.flush()
         model.eval()
         result.final_loss, result.final_answer_loss, result.final_layer_losses = _evaluate(
-            model, batch, pad, layer_causal
+            model, batch, pad, layer_causal, objective if fast_loss is not None else None
         )
         if not math.isfinite(result.final_loss):
             raise DivergedError(
                 f"training ended with a non-finite loss ({result.final_loss}): lower method.lr={cfg.lr}."
             )
     finally:
+        memory.close()
         model.eval()
         for p, f in zip(all_params, frozen, strict=True):
             p.requires_grad_(f)
+            if fast_loss is not None and (p is fast_loss.sink.head or p is fast_loss.sink.embed):
+                p.grad = None  # the sink's buffers are not the model's to keep
     return result
 
 

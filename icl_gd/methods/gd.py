@@ -35,6 +35,8 @@ class GDConfig:
     params: str = MISSING
     layer: Any = MISSING  # int (negative counts from the end), "middle", or None
     layer_causal: bool = MISSING
+    layer_causal_lr: float | None = None  # the lr of layer-causal GD (None: lr); absent in older configs
+    loss_on: str = "answer"  # answer | all (Dai et al.); absent in older configs
     lr_grid: list[float] = MISSING
     heldout: int = MISSING
     tag: str | None = MISSING
@@ -88,8 +90,8 @@ def _update_sparsity(params: dict, originals: dict, analysis: DictConfig) -> pd.
 
     thresholds = list(analysis.sparsity_thresholds)
     relative = bool(analysis.get("sparsity_relative", False))
-    frames = [
-        update_sparsity({n: (p.detach() - originals[n]).cpu()}, thresholds, relative)
+    frames = [  # with the originals: the update and the weights under the same relative definitions too
+        update_sparsity({n: (p.detach() - originals[n]).cpu()}, thresholds, relative, {n: originals[n].cpu()})
         for n, p in params.items()
     ]
     return pd.concat(frames, ignore_index=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from icl_gd import progress
 from icl_gd.models import forward as F
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,11 @@ def predict(
         )
     out: dict[str, list[Tensor]] = {k: [] for k in ("ids", "probs", "gold", "ent", "labels", "full")}
     done = 0
+    queries = progress.bar(total=len(prompts), desc="queries", unit="query")
     for logp, label_logp in batches:  # logp (B, V) at the answer position, label_logp (B, L) or None
         rows = torch.tensor(order[done : done + len(logp)])
         done += len(logp)
+        queries.update(len(logp))
         p = logp.exp()
         top = p.topk(top_k, dim=-1)
         out["ids"].append(top.indices)
@@ -91,6 +94,7 @@ def predict(
             out["full"].append(p.half())
         if label_logp is not None:
             out["labels"].append(label_logp.exp())
+    queries.close()
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))  # back to the prompts' order
     cat = {k: torch.cat(v)[inverse] if v else None for k, v in out.items()}

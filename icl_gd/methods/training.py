@@ -41,6 +41,7 @@ class FineTuneMethod(Method):
                 f"method={method.name} with demos=0 has nothing to train on: set demos>=1 or method=zeroshot."
             )
         require_choice("method.optimizer", method.optimizer, OPTIMIZERS)
+        require_choice("method.loss_on", method.get("loss_on", finetune.ANSWER), finetune.LOSS_ON)
         positive("method.lr", method.lr, "Try 1e-4 for adam or 1e-3 for sgd.")
         if int(method.epochs) < 1:
             raise ConfigError(f"method.epochs={method.epochs} must be >= 1.")
@@ -74,16 +75,21 @@ class FineTuneMethod(Method):
         lm = inputs.lm
         if method.get("layer") == "middle":
             method = OmegaConf.merge(method, {"layer": len(finetune.decoder_layers(lm.model)) // 2})
-        batch = inputs.training_batch(inputs.demos)
+        if method.get("layer_causal") and method.get("layer_causal_lr") is not None:
+            method = OmegaConf.merge(method, {"lr": method.layer_causal_lr})  # layer-causal GD's own lr
+        loss_on = method.get("loss_on", finetune.ANSWER)  # answer | all (Dai et al.: every token of each demo)
+        batch = finetune.with_loss_on(inputs.training_batch(inputs.demos), loss_on)
         before = (
             (_collect(inputs, lm.model, False), _collect(inputs, lm.model, True)) if _dai(inputs) else None
         )
         lr_search: list[dict[str, float]] = []
         if method.get("lr_grid"):
-            heldout = inputs.training_batch(inputs.heldout or [])
+            heldout = finetune.with_loss_on(inputs.training_batch(inputs.heldout or []), loss_on)
             method, lr_search = select_lr(self.adapted, method, lm, batch, heldout, inputs.seed)
+        unrelated = self._unrelated(lm, method, inputs, loss_on) if before is not None else None
         with self.adapted(lm, method) as (model, params, originals):
-            result = finetune.train(model, lm.tokenizer, batch, params, method, inputs.seed, inputs.on_step)
+            with _recording(inputs, model) as recorder:  # analysis.dai: the training tokens' query vectors
+                result = finetune.train(model, lm.tokenizer, batch, params, method, inputs.seed, inputs.on_step)
             check_collapse(inputs, result)
             update, sparsity = self.inspect_update(params, originals, method, inputs.analysis)
             predictions = inputs.predict(model, [])
@@ -91,10 +97,29 @@ class FineTuneMethod(Method):
             if before is not None:
                 from icl_gd.analysis import dai as dai_analysis  # noqa: PLC0415 -- hooks only for this analysis
 
+                training = dai_analysis.training_keys(
+                    recorder.per_demo([len(b[0]) for b in batch]), [b[0] for b in batch], lm.tokenizer.bos_token_id
+                )
                 dai = dai_analysis.analyse(
-                    *before, _collect(inputs, model, False), [q.id for q in inputs.queries], inputs.seed
+                    *before,
+                    _collect(inputs, model, False),
+                    [q.id for q in inputs.queries],
+                    inputs.seed,
+                    training=training,
+                    unrelated=unrelated,
                 )
             return MethodOutput(predictions, result, update, dai, sparsity, lr_search)
+
+    def _unrelated(self, lm: Any, method: DictConfig, inputs: MethodInputs, loss_on: str):
+        """analysis.dai's unrelated-update control: the same training on other demonstrations (the held-out ones,
+        as many as the demos), read zero-shot; None without held-out demonstrations (method.lr_grid gives them)."""
+        other = (inputs.heldout or [])[: len(inputs.demos)]
+        if not other:
+            return None
+        batch = finetune.with_loss_on(inputs.training_batch(other), loss_on)
+        with self.adapted(lm, method) as (model, params, _):
+            finetune.train(model, lm.tokenizer, batch, params, method, inputs.seed)
+            return _collect(inputs, model, False)
 
 
 def log_vocab(lm: Any) -> float:
@@ -124,8 +149,21 @@ def _dai(inputs: MethodInputs) -> bool:
     return bool(inputs.analysis.get("dai"))
 
 
+@contextlib.contextmanager
+def _recording(inputs: MethodInputs, model: Any) -> Iterator[Any]:
+    """analysis.dai: record the query vectors of the training tokens during training (hooks.TrainingQueries)."""
+    if not _dai(inputs):
+        yield None
+        return
+    from icl_gd.analysis.hooks import TrainingQueries  # noqa: PLC0415 -- hooks only for this analysis
+
+    with TrainingQueries(model) as recorder:
+        yield recorder
+
+
 def _collect(inputs: MethodInputs, model: Any, with_demos: bool):
-    """Hooked pass for Dai et al.'s metrics: per-layer attention outputs and maps at each query."""
+    """Hooked pass for Dai et al.'s metrics: per-layer attention outputs and maps at each query, and the
+    LMOps-style captures at the appended label token."""
     from icl_gd.analysis import dai  # noqa: PLC0415 -- hooks are only needed for this analysis
 
     return dai.collect(
@@ -139,4 +177,5 @@ def _collect(inputs: MethodInputs, model: Any, with_demos: bool):
         inputs.add_bos,
         int(inputs.eval.batch_size),
         with_demos,
+        lmops=True,
     )

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from icl_gd import progress
 from icl_gd.errors import ModelNotFoundError
 from icl_gd.models import cache
 
@@ -48,6 +49,23 @@ KNOWN_ARCHS: dict[str, dict[str, Any]] = {
         "eos_token_id": 2,
         "pad_token_id": 0,
         "tie_word_embeddings": False,
+    },
+    # the base checkpoint of the default model: the sizes of the bundled SmolLM2-135M-Instruct GGUF (the same
+    # architecture), so that model=smollm2_135m_base model.random_init=true needs no network
+    "HuggingFaceTB/SmolLM2-135M": {
+        "model_type": "llama",
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "head_dim": 64,
+        "vocab_size": 49152,
+        "max_position_embeddings": 8192,
+        "rope_theta": 100000.0,
+        "rms_norm_eps": 1e-5,
+        "hidden_act": "silu",
+        "tie_word_embeddings": True,
     },
     "openai-community/gpt2": {"model_type": "gpt2"},  # GPT2Config's defaults are GPT-2 small
     "gpt2": {"model_type": "gpt2"},
@@ -343,6 +361,17 @@ def _pretrained(cfg: DictConfig, src: Source, dtype: torch.dtype):
     return model, tokenizer
 
 
+def loading_what(cfg: DictConfig, src: Source) -> str:
+    """What a model load is doing, for its progress: dequantising a GGUF file the first time (cached after),
+    else loading weights (or building random ones)."""
+    if cfg.random_init:
+        return f"model={cfg.name}: building {cfg.dtype} random weights"
+    gguf = _gguf_path(src, cfg)
+    if gguf is not None and not cache.has_weights(cache.entry_dir(gguf, cfg.dtype)):
+        return f"model={cfg.name}: dequantising {gguf.name} to {cfg.dtype} (first load here; cached after)"
+    return f"model={cfg.name}: loading {cfg.dtype} weights"
+
+
 def load_model(cfg: DictConfig) -> LoadedModel:
     """The model and tokenizer of a model config, from the per-process cache when already loaded."""
     key = _key(cfg)
@@ -353,10 +382,11 @@ def load_model(cfg: DictConfig) -> LoadedModel:
         _CACHE.pop(next(iter(_CACHE)))
     src = resolve_source(cfg)
     dtype = torch_dtype(cfg.dtype)
-    if cfg.random_init:
-        model, tokenizer = _random_init(cfg, src, dtype)
-    else:
-        model, tokenizer = _pretrained(cfg, src, dtype)
+    with progress.waiting(loading_what(cfg, src)):
+        if cfg.random_init:
+            model, tokenizer = _random_init(cfg, src, dtype)
+        else:
+            model, tokenizer = _pretrained(cfg, src, dtype)
     tokenizer = _prepare_tokenizer(tokenizer)
     if cfg.device != "auto":
         model.to(cfg.device)

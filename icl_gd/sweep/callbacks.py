@@ -7,7 +7,10 @@ warning (and the multirun exits 0), so these checks exit with the message (Syste
 
 At the end of a multirun it writes the comparison and the report of the jobs that finished, then, when a job of
 the sweep folder failed (or its files do not read back) or a step failed, logs one ERROR line naming each and the
-fix, and exits 1 (SystemExit, which Hydra lets through): a multirun with a failure never ends with exit 0.
+fix. It ends with one summary line (`sweep_line`: done / skipped / failed jobs with their folders) and the
+`wandb sync` command of the sweep's offline W&B runs (once), and exits 1 (SystemExit, which Hydra lets through)
+when a step failed, or a job did unless `allow_failures=true`: a multirun with a failure ends with exit 0 only
+when asked to.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import importlib.util
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +33,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_NAMED = 8  # job folders named per kind in the end-of-sweep line; the rest are counted
+
 # plugin package -> (its PyPI name, this project's extra, the modules it needs at launch)
 LAUNCHER_PLUGINS = {
     "hydra_plugins.hydra_joblib_launcher": ("hydra-joblib-launcher", "joblib", ("joblib",)),
+    # the project's submitit launchers (submitit_slurm, slurm_a100, submitit_local) subclass the plugin's
+    "hydra_plugins.icl_gd_launchers": (
+        "hydra-submitit-launcher",
+        "slurm",
+        ("hydra_plugins.hydra_submitit_launcher", "submitit"),
+    ),
     "hydra_plugins.hydra_submitit_launcher": ("hydra-submitit-launcher", "slurm", ("submitit",)),
     "hydra_plugins.hydra_ray_launcher": ("hydra-ray-launcher", "ray", ("ray",)),
 }
@@ -50,7 +62,12 @@ def _installed(module: str) -> bool:
 
 
 def check_launcher(config: DictConfig) -> None:
-    """Raise LauncherNotInstalled when hydra.launcher names a plugin (or a module it needs) that is not installed."""
+    """Raise LauncherNotInstalled when hydra.launcher names a plugin (or a module it needs) that is not installed,
+    and ConfigError for a SLURM timeout_min / signal_delay_s pair that would kill jobs at random."""
+    from icl_gd.sweep.launchers import check_signal_timing  # noqa: PLC0415
+
+    launcher = config.hydra.launcher
+    check_signal_timing({k: launcher.get(k) for k in ("timeout_min", "signal_delay_s") if k in launcher})
     target = str(config.hydra.launcher.get("_target_") or "")
     package = ".".join(target.split(".")[:2])
     if package not in LAUNCHER_PLUGINS:
@@ -91,6 +108,7 @@ class CompareOnMultirunEnd(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A multirun: the launcher's plugin must be installed and the sweep folder writable."""
+        self._started = time.time()  # a job done before this is one the sweep skipped
         try:  # before Hydra instantiates the launcher and makes the sweep folder
             check_launcher(config)
             check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
@@ -108,7 +126,19 @@ class CompareOnMultirunEnd(Callback):
             log.error("the jobs of %s could not be checked: %s: %s", sweep, type(e).__name__, e)
             raise SystemExit(1) from None
         failed_steps = run_steps(scan, config.get("logger"))
-        if end_of_sweep(scan) or failed_steps:
+        failed_jobs = end_of_sweep(scan)
+        log.log(
+            logging.WARNING if failed_jobs else logging.INFO,
+            "%s",
+            sweep_line(scan, getattr(self, "_started", None)),
+        )
+        from icl_gd.tracking import sync_hint  # noqa: PLC0415
+
+        sync_hint(sweep)  # once per sweep (the compare and report runs may have said it already)
+        if failed_jobs and config.get("allow_failures", False) and not failed_steps:
+            log.warning("exit 0 although jobs failed: allow_failures=true")
+            return
+        if failed_jobs or failed_steps:
             raise SystemExit(1)  # after the comparison and report of the finished jobs are written
 
 
@@ -165,3 +195,30 @@ def end_of_sweep(scan: SweepScan) -> bool:
             )
         log.error("%s", summary)
     return summary is not None
+
+
+def _named(folders: list[Path], sweep: Path) -> str:
+    """The folders as ": a, b" (relative to the sweep folder, MAX_NAMED at most, then a count); "" for none."""
+    names = [str(f.relative_to(sweep)) if f.is_relative_to(sweep) else str(f) for f in folders]
+    more = f", and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
+    return ": " + ", ".join(names[:MAX_NAMED]) + more if names else ""
+
+
+def sweep_line(scan: SweepScan, started: float | None) -> str:
+    """One line for the end of a multirun: how many jobs are done (this run), skipped (done before it started,
+    their status.json older than `started`), failed (or unreadable) and unfinished, each with its folders."""
+    from icl_gd import io  # noqa: PLC0415
+
+    done = sorted([j.folder for j in scan.jobs] + list(scan.other_done))
+    skipped = [f for f in done if started is not None and (f / io.STATUS).stat().st_mtime < started]
+    ran = [f for f in done if f not in skipped]
+    failed = sorted([f.folder for f in scan.failed] + [u.folder for u in scan.unreadable])
+    unfinished = sorted(f.folder for f in scan.unfinished)
+    parts = [
+        f"{len(ran)} done{_named(ran, scan.folder)}",
+        f"{len(skipped)} skipped (done before){_named(skipped, scan.folder)}",
+        f"{len(failed)} failed{_named(failed, scan.folder)}",
+    ]
+    if unfinished:
+        parts.append(f"{len(unfinished)} unfinished{_named(unfinished, scan.folder)}")
+    return f"sweep {scan.folder}: {scan.n_jobs} jobs; " + "; ".join(parts)

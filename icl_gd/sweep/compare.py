@@ -6,7 +6,7 @@ t-interval, `comparison_queries.parquet` the per-query values, `order_sensitivit
 orders, `gd_search.parquet` every method=gd_search job's search points (`icl_gd.sweep.search.search_rows`), and
 `comparison.md` the table aggregated over seeds.
 
-    python -m icl_gd.sweep compare outputs/multirun/2026-11-25/12-00-00
+    python -m icl_gd.sweep compare outputs/adhoc/2026-11-25_12-00-00
 """
 
 from __future__ import annotations
@@ -22,25 +22,24 @@ import torch
 from icl_gd import io
 from icl_gd import metrics as M
 from icl_gd.sweep import stats
-from icl_gd.sweep.jobs import (
+from icl_gd.sweep.jobs import Job, SweepScan, UnreadableJobFile, finished_jobs, jobs_logger, sweep_search_path
+from icl_gd.sweep.logger import job_runs, log_run, pick_logger
+from icl_gd.sweep.markdown import fmt_ci, md_table, number, text, with_half_width
+from icl_gd.sweep.order import order_sensitivity, order_table
+from icl_gd.sweep.pair_types import (
     BOTH_SHUFFLED,
+    BOTH_SOURCE,
     GD_ORDER_PAIR,
     ORDER_PAIR,
     SHUFFLED_SUFFIX,
-    Job,
-    SweepScan,
-    UnreadableJobFile,
-    find_pairs,
-    finished_jobs,
-    jobs_logger,
-    sweep_search_path,
+    SOURCE_SUFFIX,
 )
-from icl_gd.sweep.logger import log_run, pick_logger
-from icl_gd.sweep.markdown import fmt_ci, md_table, number, text, with_half_width
-from icl_gd.sweep.order import order_sensitivity, order_table
+from icl_gd.sweep.pairs import find_pairs
 from icl_gd.sweep.search import search_rows
 from icl_gd.sweep.stats import half_width, wide_ci, with_half_widths
-from icl_gd.sweep.summary import SHARES, summarize, with_zero_shot_distances
+from icl_gd.sweep.summary import PAIR_KEYS, SHARES, summarize, with_zero_shot_distances
+from icl_gd.sweep.verdicts import CELL_KEYS
+from icl_gd.tracking import PREDICTIONS_ARTIFACT
 
 if TYPE_CHECKING:
     from icl_gd.tracking import Tracker
@@ -60,7 +59,8 @@ LEGEND = (
     f"`{ORDER_PAIR}` is the noise floor: ICL against ICL with the same demos in another order; `{GD_ORDER_PAIR}` "
     f"(where run) is GD's: GD against GD with the same demos in another order. `*{SHUFFLED_SUFFIX}` is the null "
     "control: ICL against a job whose demos' answers are permuted among them (shuffled labels); "
-    f"`*{BOTH_SHUFFLED}`: both jobs on shuffled labels._\n"
+    f"`*{BOTH_SHUFFLED}`: both jobs on shuffled labels. `*{SOURCE_SUFFIX}T` is the other null control: ICL against "
+    f"a job whose demos come from task T (demo_source=T); `*{BOTH_SOURCE}T`: both jobs on T's demos._\n"
 )
 VERDICT_LEGEND = (
     "\n_d = agreement(pair) - agreement(ICL in another order) per query on the same queries, signed so that d > 0 "
@@ -114,6 +114,14 @@ def _full_metrics(j: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
+def _label_correct(j: pd.DataFrame, suffix: str) -> np.ndarray:
+    """Label accuracy of one side of a joined frame: predicted label word == gold where the set has label
+    words, else top-1 token == gold (as `icl_gd.sweep.loading.label_correct`)."""
+    if f"pred_label{suffix}" in j and f"gold{suffix}" in j:
+        return (j[f"pred_label{suffix}"] == j[f"gold{suffix}"]).astype(float).to_numpy()
+    return j[f"correct{suffix}"].astype(float).to_numpy()
+
+
 def pair_metrics(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Per-query comparison metrics of two prediction frames joined on query id."""
     j = a.merge(b, on="query_id", suffixes=("_a", "_b"))
@@ -129,6 +137,9 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         "top1_agreement": (ids_a[:, 0] == ids_b[:, 0]).double().numpy(),
         "accuracy_a": j.correct_a.astype(float).to_numpy(),
         "accuracy_b": j.correct_b.astype(float).to_numpy(),
+        # what the accuracy figure and the headline table show (loading.label_correct, per query)
+        "label_accuracy_a": _label_correct(j, "_a"),
+        "label_accuracy_b": _label_correct(j, "_b"),
     }
     if "label_probs_a" in j and "label_probs_b" in j:
         out.update(_label_metrics(j))
@@ -257,14 +268,44 @@ def order_markdown(table: pd.DataFrame) -> str:
     return md_table(table, columns) + ORDER_LEGEND
 
 
-def _wandb_summary(table: pd.DataFrame) -> dict[str, float]:
-    """W&B summary keys: each TABLE_METRICS mean per (dataset, demos, pair type)."""
-    flat = {}
-    for _, r in table.iterrows():
-        for m in TABLE_METRICS:
-            if m in r and pd.notna(r[m]):
-                flat[f"compare/{r['dataset']}/demos={r['demos']}/{r['pair_type']}/{m}"] = r[m]
-    return flat
+def with_run_ids(summary: pd.DataFrame, runs: dict[Path, dict[str, Any]]) -> pd.DataFrame:
+    """comparison.parquet's rows with the W&B run ids of both jobs (`run_id_a`, `run_id_b`): a demo-set row's
+    two jobs; a pooled row (no job) the ids of every job of its cell and pair, comma-separated."""
+    ids = {str(f): r["run_id"] or "" for f, r in runs.items()}
+    out = summary.copy()
+    keys = [k for k in (*CELL_KEYS, *PAIR_KEYS) if k in out.columns]
+    for side in ("a", "b"):
+        job = out[f"job_{side}"] if f"job_{side}" in out else pd.Series(None, index=out.index, dtype=object)
+        own = job.map(lambda f: ids.get(str(f), "") if isinstance(f, str) else None)
+        joined = (
+            own.groupby([out[k].astype(str) for k in keys]).transform(
+                lambda v: ",".join(sorted(set(v.dropna()) - {""}))
+            )
+            if keys
+            else own
+        )
+        out[f"run_id_{side}"] = own.where(own.notna(), joined)
+    return out
+
+
+def _send(
+    summary: pd.DataFrame, table: pd.DataFrame, per_query: pd.DataFrame, jobs: list[Job], sweep_dir: Path
+):
+    """What the W&B `compare` run logs: the comparison as Tables (one row per cell, pair and metric, with both
+    jobs' run ids; the pooled table; the per-query values), the jobs' predictions artifacts as its inputs."""
+    runs = job_runs([j.folder for j in jobs], sweep_dir, jobs_logger(jobs))
+
+    def send(tracker: Tracker) -> None:
+        for r in runs.values():
+            tracker.use_artifact(r["artifact"], type=PREDICTIONS_ARTIFACT)
+        tracker.log_table("comparison", with_run_ids(summary, runs))
+        tracker.log_table("comparison_cells", table)
+        tracker.log_table("comparison_queries", per_query)
+        tracker.summary(
+            {"n_jobs": len(jobs), "n_pairs": int(summary["job_a"].nunique()) if "job_a" in summary else 0}
+        )
+
+    return send, {"input_artifacts": [r["artifact"] for r in runs.values()]}
 
 
 def _drop_stale(path: Path) -> None:
@@ -342,10 +383,6 @@ def compare_sweep(
     io.write_text(sweep_dir / io.COMPARISON_MD, md)
     print(md, flush=True)  # the table is the sweep's answer: show it where the user ran the command
 
-    def send(tracker: Tracker) -> None:
-        tracker.log_table("compare/pairs", summary)
-        tracker.log_table("compare/table", table)
-        tracker.summary(_wandb_summary(table))
-
-    log_run(sweep_dir, "compare", pick_logger(logger_cfg or None, jobs_logger(jobs)), send)
+    send, config = _send(summary, table, per_query, jobs, sweep_dir)
+    log_run(sweep_dir, "compare", pick_logger(logger_cfg or None, jobs_logger(jobs)), send, config)
     return summary

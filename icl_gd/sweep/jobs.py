@@ -1,13 +1,4 @@
-"""The finished jobs of a sweep folder, their labels, and the rules that pair them.
-
-Two jobs form a pair when their resolved configs agree on everything but the method (a method pair), or when
-they are of one method label and differ only in `order_seed` (an order pair `<label>_vs_<label>_order`: the noise
-floor of that method; ICL's, `icl_vs_icl_order`, is the floor every verdict is tested against, GD's is
-`gd_vs_gd_order`), unless the two realised orders (demos.jsonl) are equal. The shuffled-label null control
-(`demo_labels=shuffled`: the demos' answers permuted among them) pairs an ICL job on the original labels with each
-job on shuffled labels whose config is otherwise its own but for the method: `icl_vs_<label>_shuffled_labels`. Jobs
-on shuffled labels pair among themselves as any jobs do, their pair types marked `_both_shuffled`, so that they
-never pool with the pairs on the original labels (nor feed the floor).
+"""The finished jobs of a sweep folder and their labels (which of them pair: pairs.py; pair names: pair_types.py).
 
 Every job file the sweep steps read goes through `read_job_file`: a file that does not read back (truncated,
 corrupt, missing) raises UnreadableJobFile, naming the job folder, the file and how to redo the job, and the
@@ -17,7 +8,6 @@ unreadable and unfinished; `failure_summary` is the one line that says which job
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -32,19 +22,15 @@ import yaml
 
 from icl_gd import io
 from icl_gd.config import config_hash, identity
+from icl_gd.sweep.pair_types import method_label, model_label, shown_label
 
 log = logging.getLogger(__name__)
 
 METHOD_ORDER = ("icl", "gd", "gd_search", "lora", "zeroshot")  # the first of a pair is the reference
-ORDER_SUFFIX = "_order"  # an order pair is "<label>_vs_<label>_order"
-ORDER_PAIR = "icl_vs_icl_order"  # THE floor: ICL against ICL in another order (verdicts test against it)
-GD_ORDER_PAIR = "gd_vs_gd_order"  # GD's noise floor: GD against GD with the same demos in another order
 ORDER_KEY = "order_seed"  # the config key that only reorders the demonstrations
 LABELS_KEY = "demo_labels"  # original | shuffled: the shuffled-label null control
 ORIGINAL, SHUFFLED = "original", "shuffled"
-SHUFFLED_SUFFIX = "_shuffled_labels"  # the control: ICL (original labels) vs a job on shuffled labels
-BOTH_SHUFFLED = "_both_shuffled"  # a method or order pair of two jobs that are both on shuffled labels
-SHUFFLED_WORDS = "shuffled labels"  # how tables and the report name the control
+SOURCE_KEY = "demo_source"  # null = the job's own task; a dataset name: demos drawn from that task (a control)
 NO_LOGGER = {"name": "none"}
 LM_KEYS = ("model", "method", "dataset")  # what a language-model job's config.yaml must hold
 NOT_LM = ("linreg",)  # dataset names of jobs that are no language-model job (the regression lab)
@@ -134,9 +120,20 @@ class Job:
         return self.demo_labels == SHUFFLED
 
     @property
+    def demo_source(self) -> str | None:
+        """The other task the demos come from (the control demo_source=<dataset>), or None: the job's own task."""
+        source = self.config.get(SOURCE_KEY)
+        return None if source in (None, "", self.config["dataset"]["name"]) else str(source)
+
+    @property
+    def is_control(self) -> bool:
+        """A null-control job: its demos' labels shuffled, or its demos from another task."""
+        return self.shuffled or self.demo_source is not None
+
+    @property
     def shown_label(self) -> str:
-        """The method label as per-job tables show it: "gd", "gd (shuffled labels)" for the null control."""
-        return shown_label(self.method_label, self.demo_labels)
+        """The method label as per-job tables show it: "gd", "gd (shuffled labels)", "gd (demos from agnews)"."""
+        return shown_label(self.method_label, self.demo_labels, self.demo_source)
 
     def key(self, *drop: str) -> str:
         """The job's identity minus `drop` and minus `analysis` (extra measurements never change predictions)."""
@@ -153,73 +150,6 @@ class Job:
     def predictions(self, columns: list[str] | None = None) -> pd.DataFrame:
         """predictions.parquet, or only those of `columns` it has; UnreadableJobFile when it does not read back."""
         return read_job_file(self.folder, io.PREDICTIONS, lambda p: io.read_parquet(p, columns))
-
-
-def shown_label(label: str, demo_labels: Any) -> str:
-    """A method label with " (shuffled labels)" when its job's demos are on shuffled labels (the null control)."""
-    return f"{label} ({SHUFFLED_WORDS})" if str(demo_labels or ORIGINAL) == SHUFFLED else label
-
-
-def order_pair(label: str) -> str:
-    """The order pair of a method label: "icl" -> "icl_vs_icl_order" (ORDER_PAIR), "gd" -> "gd_vs_gd_order"."""
-    return f"{label}_vs_{label}{ORDER_SUFFIX}"
-
-
-def shuffled_pair(label_a: str, label_b: str) -> str:
-    """The null control's pair type: ICL on the original labels vs `label_b` on shuffled ones."""
-    return f"{label_a}_vs_{label_b}{SHUFFLED_SUFFIX}"
-
-
-def is_both_shuffled(pair_type: str) -> bool:
-    """A pair of two jobs both on shuffled labels (a method or an order pair among them)."""
-    return pair_type.endswith(BOTH_SHUFFLED)
-
-
-def is_control(pair_type: str) -> bool:
-    """The shuffled-label null control: ICL on the original labels vs a job on shuffled labels."""
-    return pair_type.endswith(SHUFFLED_SUFFIX)
-
-
-def order_label(pair_type: str) -> str | None:
-    """The method label of an order pair ("gd_vs_gd_order" -> "gd", also when `_both_shuffled`); None otherwise."""
-    base = pair_type.removesuffix(BOTH_SHUFFLED)
-    if not base.endswith(ORDER_SUFFIX):
-        return None
-    a, sep, b = base.removesuffix(ORDER_SUFFIX).partition("_vs_")
-    return a if sep and a == b else None
-
-
-def is_order_pair(pair_type: str) -> bool:
-    """An order pair of any method (a noise floor), on original or on shuffled labels."""
-    return order_label(pair_type) is not None
-
-
-def _fmt(v: Any) -> str:
-    """A config value as a label shows it: floats in their shortest form (1e-3 -> "0.001")."""
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def method_label(method: dict[str, Any], varying: list[str]) -> str:
-    """`tag` when set, else the name plus the `varying` keys that are set: "gd", "gd(lr=0.001)", "gd(batch_size=all)"."""
-    if method.get("tag"):
-        return str(method["tag"])
-    shown = [
-        f"{k}={_fmt(method[k])}" for k in varying if k not in ("name", "tag") and method.get(k) is not None
-    ]
-    return f"{method['name']}({','.join(shown)})" if shown else str(method["name"])
-
-
-def model_label(model: dict[str, Any], show_revision: bool) -> str:
-    """The model name, "@revision" when the sweep holds several revisions, " (untrained)" for random weights."""
-    label = str(model["name"])
-    if show_revision and model.get("revision"):
-        label += f"@{model['revision']}"
-    return label + (" (untrained)" if model.get("random_init") else "")
-
-
-def base_label(label: str, revision: Any) -> str:
-    """The model label without its "@revision": the model whose checkpoints a weight-evolution figure follows."""
-    return label.replace(f"@{revision}", "") if isinstance(revision, str) and revision else label
 
 
 def _varying(dicts: list[dict[str, Any]]) -> list[str]:
@@ -462,60 +392,3 @@ def sweep_search_path(sweep_dir: Path) -> Path | None:
 def jobs_logger(jobs: list[Job]) -> dict[str, Any]:
     """The jobs' `logger` node (the first job's): where a sweep-level run logs unless told otherwise."""
     return (jobs[0].config.get("logger") or NO_LOGGER) if jobs else NO_LOGGER
-
-
-def _groups(jobs: list[Job], *drop: str) -> list[list[Job]]:
-    """The jobs grouped by `Job.key(*drop)`, in the order their keys first appear."""
-    by_key: dict[str, list[Job]] = {}
-    for j in jobs:
-        by_key.setdefault(j.key(*drop), []).append(j)
-    return list(by_key.values())
-
-
-def _marked(pair_type: str, a: Job) -> str:
-    """A pair type, marked `_both_shuffled` when its jobs are on shuffled labels (their key holds demo_labels)."""
-    return pair_type + BOTH_SHUFFLED if a.shuffled else pair_type
-
-
-def _order_pairs(jobs: list[Job]) -> list[tuple[str, Job, Job]]:
-    """Jobs of one method label differing only in order_seed, unless their realised orders (demos.jsonl) are equal."""
-    pairs = []
-    for group in _groups(jobs, ORDER_KEY):  # the key holds the method config: one label per group
-        group.sort(key=Job.order_rank)
-        for a, b in itertools.combinations(group, 2):
-            order_a = demo_order(a)
-            if order_a is not None and order_a == demo_order(b):  # the same realised order is no pair
-                log.warning("no order pair: %s and %s used the same demo order", a.folder.name, b.folder.name)
-                continue
-            pairs.append((_marked(order_pair(a.method_label), a), a, b))
-    return pairs
-
-
-def _control_pairs(jobs: list[Job]) -> list[tuple[str, Job, Job]]:
-    """The shuffled-label control: each ICL job on the original labels in the sampled order (order_seed null)
-    against every job on shuffled labels whose config is otherwise its own, the method aside."""
-    icl: dict[str, list[Job]] = {}
-    for j in jobs:
-        if j.method == "icl" and not j.shuffled and j.config.get(ORDER_KEY) is None:
-            icl.setdefault(j.key("method", LABELS_KEY), []).append(j)
-    pairs = []
-    for b in (j for j in jobs if j.shuffled):
-        for a in icl.get(b.key("method", LABELS_KEY), []):
-            pairs.append((shuffled_pair(a.method_label, b.method_label), a, b))
-    return pairs
-
-
-def find_pairs(jobs: list[Job]) -> list[tuple[str, Job, Job]]:
-    """(pair type, reference job, other job): method pairs, order pairs of every method, the shuffled-label control.
-
-    Method pairs agree on all but the method: jobs on shuffled and on original labels differ in `demo_labels`, so
-    they are never a method pair (only the control pairs them), and pairs among shuffled jobs are `_both_shuffled`.
-    """
-    pairs = []
-    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
-    for group in _groups(jobs, "method"):
-        group.sort(key=lambda j: (rank.get(j.method, len(rank)), j.method_label))
-        for a, b in itertools.combinations(group, 2):
-            if a.method_label != b.method_label:
-                pairs.append((_marked(f"{a.method_label}_vs_{b.method_label}", a), a, b))
-    return pairs + _order_pairs(jobs) + _control_pairs(jobs)

@@ -26,12 +26,12 @@ from icl_gd.sweep.jobs import (
     Job,
     SweepScan,
     UnreadableJobFile,
-    base_label,
     finished_jobs,
     jobs_logger,
     read_job_file,
     sweep_search_path,
 )
+from icl_gd.sweep.pair_types import base_label
 from icl_gd.sweep.stats import settings_of
 
 log = logging.getLogger(__name__)

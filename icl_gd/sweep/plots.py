@@ -1,14 +1,17 @@
-"""Figures of a language-model sweep's report: one function per figure, tidy frames in, one PNG out.
+"""Figures of a language-model sweep's report: one function per figure, tidy frames in, PNG and PDF out.
 
 Pure plotting (Agg backend, no display), in the shared style of `icl_gd.style`: each function takes DataFrames
-that `icl_gd.sweep.tables` builds, draws one subplot column per dataset, writes the PNG and returns its path. Curves
-carry their 95% interval as a band (columns `mean`, `lo`, `hi`; a NaN bound, from a single value, draws none).
+that `icl_gd.sweep.tables` builds, draws one subplot column per dataset, writes the PNG (and a PDF beside it) and
+returns the PNG's path. Curves carry their 95% interval as a band (columns `mean`, `lo`, `hi`; a NaN bound, from a
+single value, draws none). Every method and pair has the one colour and marker `icl_gd.style` gives it, in every
+figure; the legend is the figure's own, right of its panels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,10 +21,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from icl_gd import style as S  # noqa: E402
 from icl_gd.style import (  # noqa: E402
     BAND_ALPHA,
     BOX_LABEL_ROTATION,
     CAPSIZE,
+    CONTROL_STYLE,
     FLOOR_COLOR,
     FLOOR_STYLE,
     LEGEND_SIZE,
@@ -31,31 +36,32 @@ from icl_gd.style import (  # noqa: E402
     STYLES,
     TITLE_SIZE,
     UNIT_RANGE,
+    figure,
+    outside_legend,
     save,
 )
-from icl_gd.style import colors as _colors  # noqa: E402
+from icl_gd.sweep.verdicts import MIN_ORDER_DEMOS  # noqa: E402
 
-INSIDE_LEGEND = 6  # more lines than this in a panel: its legend goes right of the axes, off the data
-OUTSIDE_LEGEND_WIDTH = 3.6  # inches a legend right of a panel takes
-
-
-def _grid(n_rows: int, n_cols: int, title: str, extra_width: float = 0.0) -> tuple[plt.Figure, np.ndarray]:
-    """A titled figure of n_rows x n_cols panels of PANEL_SIZE each (axes always 2-D); `extra_width` inches more
-    per column hold a legend right of each panel."""
-    fig, axes = plt.subplots(
-        n_rows,
-        n_cols,
-        figsize=((PANEL_SIZE[0] + extra_width) * n_cols, PANEL_SIZE[1] * n_rows),
-        squeeze=False,
-    )
-    fig.suptitle(title, fontsize=TITLE_SIZE + 1)
-    return fig, axes
+MODEL_LINESTYLES = (
+    "-",
+    "-.",
+    (0, (5, 1)),
+    (0, (3, 1, 1, 1, 1, 1)),
+)  # one per model of a figure (dashed: floors)
+NO_FLOOR_NOTE = "one demonstration: one order,\nno noise floor to draw"
+BOX_ALPHA = 0.35  # fill of an order-sensitivity box, in its method's colour
 
 
-def _curve(ax: plt.Axes, df: pd.DataFrame, x: str, label: str | None, color: str, style: str) -> None:
-    """One line (mean against x) and its 95% band."""
+def _grid(n_rows: int, n_cols: int, title: str) -> tuple[plt.Figure, np.ndarray]:
+    """A titled figure of n_rows x n_cols panels of PANEL_SIZE each (axes always 2-D), room for a legend right."""
+    return figure(n_rows, n_cols, title)
+
+
+def _curve(ax: plt.Axes, df: pd.DataFrame, x: str, label: str | None, color: Any, **line: Any) -> None:
+    """One line (mean against x) with its markers and its 95% band; a single point gets error bars instead."""
     d = df.sort_values(x)
-    ax.plot(d[x], d["mean"], color=color, label=label, **STYLES[style])
+    kw = {**MAIN_STYLE, **line}
+    ax.plot(d[x], d["mean"], color=color, label=label, **kw)
     ax.fill_between(d[x], d["lo"], d["hi"], color=color, alpha=BAND_ALPHA, linewidth=0)
     if len(d) == 1 and np.isfinite(d[["lo", "hi"]].to_numpy(dtype=float)).all():  # a band needs two points
         err = [d["mean"] - d["lo"], d["hi"] - d["mean"]]
@@ -70,6 +76,10 @@ def _demo_axis(ax: plt.Axes, demos: pd.Series) -> None:
     else:
         ax.set_xscale("log", base=LOG2)
     ax.set_xticks(values, [str(v) for v in values])
+    ax.minorticks_off()
+    if len(values) == 1:  # one demo count: a point in the middle, not on the frame
+        v = values[0]
+        ax.set_xlim((v / LOG2, v * LOG2) if v > 0 else (-1, 1))
     ax.set_xlabel("demonstrations N (log2 scale)")
 
 
@@ -80,16 +90,6 @@ def _step_axis(ax: plt.Axes, steps: pd.Series) -> None:
     else:
         ax.set_xscale("log")
     ax.set_xlabel("checkpoint (training step, log scale)")
-
-
-def _legend(ax: plt.Axes, outside: bool = False) -> None:
-    """The axes' legend (none without labelled lines); `outside` puts it right of the axes, for many lines."""
-    if not ax.get_legend_handles_labels()[0]:
-        return
-    if outside:
-        ax.legend(fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    else:
-        ax.legend(fontsize=LEGEND_SIZE)
 
 
 def _unit_range(ax: plt.Axes, means: pd.Series) -> None:
@@ -103,52 +103,95 @@ def _datasets(df: pd.DataFrame) -> list[str]:
     return sorted(df["dataset"].astype(str).unique())
 
 
-def accuracy_vs_demos(acc: pd.DataFrame, path: Path) -> Path:
-    """Label accuracy against N, one line per (model, method) with its band, one panel per dataset.
+def _model_linestyles(models: pd.Series) -> dict[str, Any]:
+    """A line style per model of the figure (all solid with one model)."""
+    names = sorted(models.astype(str).unique())
+    return {m: MODEL_LINESTYLES[i % len(MODEL_LINESTYLES)] for i, m in enumerate(names)}
 
-    acc: columns [dataset, line, demos, mean, lo, hi].
+
+def accuracy_vs_demos(acc: pd.DataFrame, path: Path) -> Path:
+    """Label accuracy against N, one line per (model, method) with its band, one panel per dataset; a method's
+    colour and marker are its own (`icl_gd.style.method_style`), a model's line style tells models apart.
+
+    acc: columns [dataset, line, demos, mean, lo, hi] and, to style the lines, model and method.
     """
     datasets = _datasets(acc)
     fig, axes = _grid(1, len(datasets), "Label accuracy vs number of demonstrations")
-    colors = _colors(sorted(acc["line"].unique()))
+    has_keys = {"model", "method"} <= set(acc.columns)
+    several = has_keys and acc["model"].nunique() > 1
+    dashes = _model_linestyles(acc["model"]) if has_keys else {}
     for ax, ds in zip(axes[0], datasets, strict=True):
         d = acc[acc["dataset"] == ds]
         for line, g in d.groupby("line", sort=True):
-            _curve(ax, g, "demos", line, colors[line], "main")
+            if has_keys:
+                row = g.iloc[0]
+                look = S.method_style(row["method"])
+                label = str(line) if several else str(row["method"])
+                _curve(
+                    ax,
+                    g,
+                    "demos",
+                    label,
+                    look["color"],
+                    marker=look["marker"],
+                    linestyle=dashes[str(row["model"])],
+                )
+            else:
+                _curve(ax, g, "demos", str(line), S.color(str(line)))
         _demo_axis(ax, d["demos"])
         ax.set_ylabel("label accuracy (fraction correct)")
         ax.set_ylim(*UNIT_RANGE)
-        ax.set_title(ds, fontsize=TITLE_SIZE)
-        _legend(ax)
+        ax.set_title(ds)
+    model = f", {acc['model'].iloc[0]}" if has_keys and not several and len(acc) else ""
+    outside_legend(fig, axes.flat, title=f"method{model}")
     return save(fig, path)
 
 
+def _pair_look(pair: str, floor: bool, icl_floor: bool, control: bool) -> tuple[Any, dict[str, Any]]:
+    """(colour, line keywords) of an agreement curve: ICL's floor grey and dashed, another method's floor (GD's)
+    dashed in that method's colour, a shuffled-label control dotted and hollow, a pair its `pair_style`."""
+    if icl_floor:
+        return FLOOR_COLOR, dict(FLOOR_STYLE)
+    if floor:
+        look = S.method_style(str(pair).split(" vs ", 1)[0])
+        return look["color"], {**FLOOR_STYLE, "marker": look["marker"], "fillstyle": "none"}
+    look = S.pair_style(pair)
+    extra = CONTROL_STYLE if control else {}
+    return look["color"], {"marker": look["marker"], **extra}
+
+
 def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str, str]) -> Path:
-    """Agreement of each method pair against N (one row per metric), the ICL-order noise floor dashed.
+    """Agreement of each method pair against N (one row per metric), the ICL-order noise floor dashed grey.
 
     agr: columns [dataset, metric, line, floor (bool: a noise floor, dashed), demos, mean, lo, hi] and optionally
-    icl_floor (bool: ICL's floor, grey; other floors, GD's, dashed in their own colour; default: every floor);
-    metric_labels: metric -> y label.
+    icl_floor (bool: ICL's floor, grey; other floors, GD's, dashed in their method's colour; default: every floor),
+    pair (the pair's name, which fixes its colour; default: line) and pair_type; metric_labels: metric -> y label.
+    A floor is drawn only from MIN_ORDER_DEMOS demonstrations on: one demo has one order (its "floor" is 1).
     """
+    agr = agr if "icl_floor" in agr else agr.assign(icl_floor=agr["floor"])
+    agr = agr if "pair" in agr else agr.assign(pair=agr["line"])
+    control = agr["pair"].astype(str).str.endswith("(control)")
+    agr = agr.assign(control=control)
     datasets = _datasets(agr)
     metrics = [m for m in metric_labels if m in set(agr["metric"])]
-    outside = agr.groupby("dataset")["line"].nunique().max() > INSIDE_LEGEND
-    title = "Agreement with ICL vs number of demonstrations"
-    fig, axes = _grid(len(metrics), len(datasets), title, OUTSIDE_LEGEND_WIDTH if outside else 0.0)
-    agr = agr if "icl_floor" in agr else agr.assign(icl_floor=agr["floor"])
-    colors = _colors(sorted(agr.loc[~agr["icl_floor"].astype(bool), "line"].unique()))
+    demos = agr["demos"]
+    agr = agr[~(agr["floor"].astype(bool) & (agr["demos"] < MIN_ORDER_DEMOS))]
+    fig, axes = _grid(len(metrics), len(datasets), "Agreement with ICL vs number of demonstrations")
+    keys = ["line", "pair", "floor", "icl_floor", "control"]
     for r, metric in enumerate(metrics):
         for c, ds in enumerate(datasets):
             ax = axes[r][c]
             d = agr[(agr["dataset"] == ds) & (agr["metric"] == metric)]
-            for (line, floor, grey), g in d.groupby(["line", "floor", "icl_floor"], sort=True):
-                color = FLOOR_COLOR if grey else colors[line]
-                _curve(ax, g, "demos", line, color, "floor" if floor else "main")
-            _demo_axis(ax, d["demos"] if len(d) else agr["demos"])
+            for (line, pair, floor, grey, ctrl), g in d.groupby(keys, sort=True):
+                color, kw = _pair_look(pair, bool(floor), bool(grey), bool(ctrl))
+                _curve(ax, g, "demos", str(line), color, **kw)
+            if d.empty:
+                ax.text(0.5, 0.5, NO_FLOOR_NOTE, ha="center", va="center", transform=ax.transAxes)
+            _demo_axis(ax, d["demos"] if len(d) else demos)
             ax.set_ylabel(metric_labels[metric])
             ax.set_ylim(*UNIT_RANGE)
-            ax.set_title(ds, fontsize=TITLE_SIZE)
-            _legend(ax, outside=outside)
+            ax.set_title(ds)
+    outside_legend(fig, axes.flat, title="pair (dashed: a noise floor)")
     return save(fig, path)
 
 
@@ -163,19 +206,19 @@ def layer_curves(layers: pd.DataFrame, path: Path, row_labels: Mapping[str, str]
     fig, axes = _grid(
         len(rows), len(datasets), "Dai et al.: ICL vs GD per layer (mean over queries and seeds)"
     )
-    colors = _colors(sorted(layers["model"].unique()))
+    colors = S.colors(layers["model"].astype(str).unique())
     for r, row in enumerate(rows):
         for c, ds in enumerate(datasets):
             ax = axes[r][c]
             d = layers[(layers["dataset"] == ds) & (layers["row"] == row)]
             for (model, series, style), g in d.groupby(["model", "series", "style"], sort=True):
-                _curve(ax, g, "layer", f"{model}: {series}", colors[model], style)
+                _curve(ax, g, "layer", f"{model}: {series}", colors[str(model)], **STYLES[style])
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("decoder layer")
             ax.ticklabel_format(axis="y", useOffset=False)
             ax.set_ylabel(row_labels[row])
-            ax.set_title(f"{ds}: {row}", fontsize=TITLE_SIZE)
-            _legend(ax)
+            ax.set_title(f"{ds}: {row}")
+    outside_legend(fig, axes.flat, title="model: series (dotted: baseline)")
     return save(fig, path)
 
 
@@ -189,11 +232,23 @@ def order_sensitivity(orders: pd.DataFrame, path: Path) -> Path:
     for ax, ds in zip(axes[0], datasets, strict=True):
         d = orders[orders["dataset"] == ds]
         groups = sorted(d["group"].unique())
-        ax.boxplot([d.loc[d["group"] == g, "std"].to_numpy(dtype=float) for g in groups])
+        boxes = ax.boxplot(
+            [d.loc[d["group"] == g, "std"].to_numpy(dtype=float) for g in groups],
+            patch_artist=True,
+            medianprops={"color": "black"},
+        )
+        for box, g in zip(boxes["boxes"], groups, strict=True):
+            look = S.method_style(str(g).rsplit(": ", 1)[-1])  # "model: method" with several models
+            box.set(facecolor=look["color"], alpha=BOX_ALPHA, edgecolor=look["color"])
         ax.set_xticks(range(1, len(groups) + 1), groups, rotation=BOX_LABEL_ROTATION, ha="right")
         ax.set_ylabel("std across orders (probability)")
-        ax.set_title(f"{ds} (one point per query)", fontsize=TITLE_SIZE)
+        ax.set_title(f"{ds} (one point per query)")
     return save(fig, path)
+
+
+def _matrix(line: str) -> str:
+    """The matrix of a sparsity line ("model: q_proj", "construction: q_proj" -> "q_proj"): its colour."""
+    return str(line).rsplit(": ", 1)[-1]
 
 
 def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path, xlabel: str) -> Path:
@@ -206,7 +261,7 @@ def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path, xlabel: s
     datasets = _datasets(gd)
     methods = sorted(gd["method"].unique()) if "method" in gd else [None]
     fig, axes = _grid(len(methods), len(datasets), "Sparsity of the GD weight update (mean over layers)")
-    colors = _colors(sorted(set(gd["line"]) | set(construction["line"])))
+    colors = {line: S.color(_matrix(line)) for line in {*gd["line"], *construction["line"]}}
     for r, method in enumerate(methods):
         rows = gd if method is None else gd[gd["method"] == method]
         for ax, ds in zip(axes[r], datasets, strict=True):
@@ -220,8 +275,8 @@ def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path, xlabel: s
             ax.set_xlabel(xlabel)
             ax.set_ylabel("fraction of entries below threshold")
             ax.set_ylim(*UNIT_RANGE)
-            ax.set_title(ds if method is None else f"{ds}: {method}", fontsize=TITLE_SIZE)
-            _legend(ax, outside=True)
+            ax.set_title(ds if method is None else f"{ds}: {method}")
+    outside_legend(fig, axes.flat, title="matrix (dashed: construction)")
     return save(fig, path)
 
 
@@ -234,20 +289,19 @@ def weight_evolution(evo: pd.DataFrame, path: Path, metric_labels: Mapping[str, 
     datasets = _datasets(evo)
     metrics = [m for m in metric_labels if m in set(evo["metric"])]
     fig, axes = _grid(len(metrics), len(datasets), "Weight evolution: metrics across pretraining checkpoints")
-    colors = _colors(sorted(evo["line"].unique()))
+    colors = S.colors(evo["line"].astype(str).unique())
     for r, metric in enumerate(metrics):
         for c, ds in enumerate(datasets):
             ax = axes[r][c]
             d = evo[(evo["dataset"] == ds) & (evo["metric"] == metric)]
             for (line, floor), g in d.groupby(["line", "floor"], sort=True):
-                _curve(
-                    ax, g, "step", line, FLOOR_COLOR if floor else colors[line], "floor" if floor else "main"
-                )
+                color = FLOOR_COLOR if floor else colors[str(line)]
+                _curve(ax, g, "step", str(line), color, **STYLES["floor" if floor else "main"])
             _step_axis(ax, d["step"])
             _unit_range(ax, d["mean"])
             ax.set_ylabel(metric_labels[metric])
-            ax.set_title(ds, fontsize=TITLE_SIZE)
-            _legend(ax)
+            ax.set_title(ds)
+    outside_legend(fig, axes.flat)
     return save(fig, path)
 
 

@@ -13,21 +13,18 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from icl_gd import io
 from icl_gd.sweep import stats
 from icl_gd.sweep.jobs import SweepScan
 from icl_gd.sweep.loading import Sweep, load_sweep
 from icl_gd.sweep.logger import log_run, pick_logger
 from icl_gd.sweep.sections import SECTIONS, Section
+from icl_gd.sweep.wandb_plots import LineSeries, draw, line_series, log_line_series, write_manifest
 
 if TYPE_CHECKING:
     from icl_gd.tracking import Tracker
 
 log = logging.getLogger(__name__)
-
-HEADLINE_SUMMARY = ("overlap@k", "ocs", "floor_overlap@k", "floor_ocs", "accuracy_a", "accuracy_b")
 
 
 def header_md(sweep: Sweep) -> str:
@@ -49,29 +46,19 @@ def header_md(sweep: Sweep) -> str:
     )
 
 
-def headline_summary(table: pd.DataFrame) -> dict[str, Any]:
-    """W&B summary keys for the headline rows: agreement, floor and verdict per (model, dataset, N, pair)."""
-    out: dict[str, Any] = {}
-    for _, r in table.iterrows():
-        prefix = f"report/{r['model']}/{r['dataset']}/demos={r['demos']}/{r['pair_type']}"
-        for col in HEADLINE_SUMMARY:
-            if col in r and pd.notna(r[col]):
-                out[f"{prefix}/{col}"] = float(r[col])
-        out[f"{prefix}/verdict"] = r["verdict"]
-    return out
-
-
-def _log(sweep: Sweep, sections: list[Section], report: Path, logger_cfg: Any) -> None:
-    """The W&B `report` run: each section's table and figure, the job counts and headline, report.md."""
+def _log(
+    sweep: Sweep, sections: list[Section], report: Path, logger_cfg: Any, plots: list[LineSeries]
+) -> None:
+    """The W&B `report` run: each section's table and figure, the line plots a dashboard redraws, the job
+    counts (`jobs_done`, `jobs_failed`, ...), report.md as an artifact."""
 
     def send(tracker: Tracker) -> None:
         for s in sections:
             tracker.log_table(f"report/{s.name}", s.table)
             if s.figure:
                 tracker.log_image(f"report/{s.figure.stem}", s.figure)
-        summary = {f"report/jobs_{k}": n for k, n in sweep.status.items()}
-        headline = next((s.table for s in sections if s.name == "headline"), pd.DataFrame())
-        tracker.summary({**summary, **headline_summary(headline)})
+        log_line_series(tracker, plots)
+        tracker.summary({f"jobs_{k}": n for k, n in sweep.status.items()})
         tracker.log_artifact(report, name=f"report-{sweep.folder.name}", type="report")
 
     log_run(sweep.folder, "report", logger_cfg, send)
@@ -90,5 +77,8 @@ def build_report(sweep_dir: str | Path, logger_cfg: Any = None, scan: SweepScan 
     path = sweep.folder / io.REPORT
     io.write_text(path, header_md(sweep) + "\n".join(s.markdown for s in sections))
     log.info("report of %s: %s (%d figures)", sweep.folder, path, sum(s.figure is not None for s in sections))
-    _log(sweep, sections, path, pick_logger(logger_cfg, sweep.logger))
+    plots = line_series(sweep)
+    write_manifest(sweep.folder, plots)
+    draw(plots, fig_dir / io.FIG_WANDB)
+    _log(sweep, sections, path, pick_logger(logger_cfg, sweep.logger), plots)
     return path

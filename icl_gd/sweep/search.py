@@ -20,17 +20,10 @@ import numpy as np
 import pandas as pd
 
 from icl_gd import io
+from icl_gd.data.source import condition_words
 from icl_gd.sweep import stats
-from icl_gd.sweep.jobs import (
-    BOTH_SHUFFLED,
-    ORDER_KEY,
-    ORDER_PAIR,
-    ORIGINAL,
-    SHUFFLED_WORDS,
-    Job,
-    UnreadableJobFile,
-    read_job_file,
-)
+from icl_gd.sweep.jobs import ORDER_KEY, ORIGINAL, Job, UnreadableJobFile, read_job_file
+from icl_gd.sweep.pair_types import BOTH_SHUFFLED, BOTH_SOURCE, ORDER_PAIR
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +44,7 @@ SEARCH_META = [
     "seed",
     "order_seed",
     "demo_labels",
+    "demo_source",
     "method",
     "job",
 ]  # added per job
@@ -60,11 +54,19 @@ JOB_KEYS = [
     "demos",
     "method",
     "demo_labels",
+    "demo_source",
     "seed",
     "order_seed",
     "job",
 ]  # one search each
-PANEL_KEYS = ["model", "dataset", "demos", "method", "demo_labels"]  # one trajectory panel each
+PANEL_KEYS = [
+    "model",
+    "dataset",
+    "demos",
+    "method",
+    "demo_labels",
+    "demo_source",
+]  # one trajectory panel each
 MAX_PANELS = 4  # trajectory panels drawn (the table lists every job)
 
 
@@ -97,6 +99,7 @@ def search_rows(jobs: list[Job]) -> pd.DataFrame:
             "seed": int(c["seed"]),
             "order_seed": c.get(ORDER_KEY),
             "demo_labels": j.demo_labels,
+            "demo_source": j.demo_source or "",  # "" (not None): panels select rows by equality
             "method": j.method_label,
             "job": str(j.folder),
         }
@@ -167,9 +170,15 @@ def search_table(search: pd.DataFrame) -> pd.DataFrame:
         row["n_collapsed"] = int(g["collapsed"].astype(bool).sum())
         rows.append(row)
     out = pd.DataFrame(rows)
-    if len(out) and "demo_labels" in out:  # the original labels first, then the null control
-        out = out.sort_values("demo_labels", key=lambda s: s != ORIGINAL, kind="stable", ignore_index=True)
+    if len(out) and "demo_labels" in out:  # the original demos first, then the null controls
+        control = [_condition(r) is not None for _, r in out.iterrows()]
+        out = out.iloc[np.argsort(control, kind="stable")].reset_index(drop=True)
     return out
+
+
+def _condition(key: Any) -> str | None:
+    """What a null control changed about a search's demos, in words; None on the original demos."""
+    return condition_words(key.get("demo_labels"), key.get("demo_source"))
 
 
 def panel_title(key: dict[str, Any], several: dict[str, bool]) -> str:
@@ -180,7 +189,8 @@ def panel_title(key: dict[str, Any], several: dict[str, bool]) -> str:
     if several.get("method"):
         parts.append(str(key["method"]))
     title = ", ".join(parts)
-    return title + (f" ({SHUFFLED_WORDS})" if key.get("demo_labels", ORIGINAL) != ORIGINAL else "")
+    words = _condition(key)
+    return title + (f" ({words})" if words else "")
 
 
 def panels(search: pd.DataFrame) -> list[dict[str, Any]]:
@@ -194,7 +204,7 @@ def panels(search: pd.DataFrame) -> list[dict[str, Any]]:
         d["title"] = panel_title(d, several)
         d["metric"] = str(g["select_metric"].mode().iloc[0])
         out.append(d)
-    return sorted(out, key=lambda d: d.get("demo_labels", ORIGINAL) != ORIGINAL)
+    return sorted(out, key=lambda d: _condition(d) is not None)
 
 
 def _in_panel(df: pd.DataFrame, panel: dict[str, Any]) -> pd.Series:
@@ -245,10 +255,12 @@ def chosen_points(search: pd.DataFrame, chosen_panels: list[dict[str, Any]]) -> 
     )
 
 
-def floor_pair(demo_labels: Any) -> str:
-    """The ICL-order floor a panel's search is measured against: ICL's own on the original labels, the pair of
-    two ICL jobs on shuffled labels for a search on shuffled labels (its ICL saw the shuffled demos)."""
-    return ORDER_PAIR if (demo_labels or ORIGINAL) == ORIGINAL else ORDER_PAIR + BOTH_SHUFFLED
+def floor_pair(demo_labels: Any, demo_source: Any = None) -> str:
+    """The ICL-order floor a panel's search is measured against: ICL's own on the original demos, that of two ICL
+    jobs on the control's demos for a search on a null control (its ICL saw those demos)."""
+    if str(demo_labels or ORIGINAL) != ORIGINAL:
+        return ORDER_PAIR + BOTH_SHUFFLED
+    return ORDER_PAIR + BOTH_SOURCE + str(demo_source) if demo_source else ORDER_PAIR
 
 
 def trajectory_floors(queries: pd.DataFrame, chosen_panels: list[dict[str, Any]]) -> dict[str, float]:
@@ -261,7 +273,7 @@ def trajectory_floors(queries: pd.DataFrame, chosen_panels: list[dict[str, Any]]
         metric = panel["metric"]
         if metric not in queries:
             continue
-        q = queries[queries["pair_type"] == floor_pair(panel.get("demo_labels"))]
+        q = queries[queries["pair_type"] == floor_pair(panel.get("demo_labels"), panel.get("demo_source"))]
         for k in ("model", "dataset", "demos"):
             q = q[q[k] == panel[k]]
         values = q[metric].astype(float)

@@ -11,19 +11,20 @@ from pathlib import Path
 import pandas as pd
 
 from icl_gd import io
+from icl_gd.data.source import SHUFFLED_WORDS, SOURCE_WORDS, condition_words
 from icl_gd.sweep import plots
 from icl_gd.sweep import search as S
-from icl_gd.sweep.jobs import (
-    GD_ORDER_PAIR,
-    ORDER_PAIR,
-    SHUFFLED_WORDS,
-    is_both_shuffled,
-    is_control,
-    is_order_pair,
-)
 from icl_gd.sweep.loading import Sweep
 from icl_gd.sweep.markdown import count, md_table, number, section, text, with_ci
 from icl_gd.sweep.order import order_table
+from icl_gd.sweep.pair_types import (
+    GD_ORDER_PAIR,
+    ORDER_PAIR,
+    control_source,
+    is_both_control,
+    is_control,
+    is_order_pair,
+)
 from icl_gd.sweep.tables import (
     AGREEMENT,
     CONSTRUCTION_D,
@@ -61,6 +62,13 @@ class Section:
     figure: Path | None
 
 
+def _accuracy_md(table: pd.DataFrame) -> list:
+    """The headline's accuracy columns: label accuracy, as the accuracy figure (top-1 for old comparison files)."""
+    if "label_accuracy_a" in table:
+        return [number("label_accuracy_a", "label acc a"), number("label_accuracy_b", "label acc b")]
+    return [number("accuracy_a", "top-1 acc a"), number("accuracy_b", "top-1 acc b")]
+
+
 def headline_md(table: pd.DataFrame, k: str) -> str:
     """The headline table (a `headline_table`): each pair's agreement beside its floor, and the verdict; k = top-K."""
     return md_table(
@@ -70,8 +78,7 @@ def headline_md(table: pd.DataFrame, k: str) -> str:
             text("dataset"),
             text("demos", "N"),
             ("pair", lambda r: pair_name(r["pair_type"])),
-            number("accuracy_a", "acc a"),
-            number("accuracy_b", "acc b"),
+            *_accuracy_md(table),
             with_ci("overlap@k", f"overlap@{k}"),
             with_ci("floor_overlap@k", f"floor overlap@{k}"),
             with_ci("ocs", "OCS"),
@@ -97,7 +104,7 @@ def _floors_and_controls_md(table: pd.DataFrame) -> str:
     """How to read the rows that are floors or controls, for those the headline table has."""
     pairs = set(table["pair_type"].astype(str))
     out = ""
-    floors = sorted(p for p in pairs if is_order_pair(p) and not is_both_shuffled(p))
+    floors = sorted(p for p in pairs if is_order_pair(p) and not is_both_control(p))
     if floors:
         names = ", ".join(f"`{pair_name(p)}`" for p in floors)
         gd = "GD's noise floor" if GD_ORDER_PAIR in pairs else "Other noise floors"
@@ -106,13 +113,21 @@ def _floors_and_controls_md(table: pd.DataFrame) -> str:
             "the ICL floor's columns (`floor overlap`, `floor OCS`: ICL against ICL in another order); a floor gets "
             "no verdict, the ICL floor being the one every verdict is tested against._\n"
         )
-    if any(is_control(p) for p in pairs):
+    if any(is_control(p) and control_source(p) is None for p in pairs):
         out += (
             f"\n_Null control ({SHUFFLED_WORDS}): a row `icl vs X on {SHUFFLED_WORDS} (control)` is ICL on the "
             f"original demos against X given the same demos with their answers permuted among them ({SHUFFLED_WORDS}). "
             "A method whose agreement with ICL is no better than its control's does not follow the demos' labels "
             f"the way ICL does. Rows `..., both on {SHUFFLED_WORDS}` pair two jobs on shuffled labels (no verdict: "
             "their ICL is not the floor's)._\n"
+        )
+    if any(control_source(p) for p in pairs):
+        out += (
+            f"\n_Null control (another task): a row `icl vs X with {SOURCE_WORDS} T (control)` is ICL on this task's "
+            "demos against X given demos drawn from task T instead (demo_source=T; this task's template, queries and "
+            "label words). A method whose agreement with ICL is no better than this control's is not using what the "
+            f"demos say about the task. Rows `..., both with {SOURCE_WORDS} T` pair two jobs on T's demos (no "
+            "verdict)._\n"
         )
     return out
 
@@ -128,12 +143,14 @@ def agreement_section(sweep: Sweep, fig_dir: Path) -> Section | None:
     table = headline_table(sweep.queries)
     body = (
         headline_md(table, k)
-        + "\n_a / b = top-1 accuracy of the pair's first / second method. ± is the half-width of a two-level "
-        "cluster-bootstrap interval (demo sets, then queries; with one demo set it covers query sampling only). "
+        + "\n_a / b = label accuracy of the pair's first / second method (as in the accuracy figure). ± is the "
+        "half-width of a two-level cluster-bootstrap interval (demo sets, then queries; with one demo set it covers query sampling only). "
         "The verdict is a paired test on the primary metric (`tested on`): per query, d = agreement(pair) - "
         "agreement(ICL in another order) on the same queries, signed so that d > 0 is more alike to ICL; "
         f"p is its bootstrap p-value, Holm-adjusted over the table; {BELOW} / above floor when p < 1 - level, "
-        "else within floor; n/a: no ICL order pair for that row._\n" + _floors_and_controls_md(table)
+        "else within floor; n/a: no ICL order pair for that row; —: no verdict, the pair is not ICL against a "
+        "candidate (a zero-shot control, or two other methods such as gd vs zeroshot), about which the ICL "
+        "floor says nothing._\n" + _floors_and_controls_md(table)
         if len(table)
         else "Only the ICL-vs-ICL order noise floor is in this sweep: no method pair to judge against it.\n"
     )
@@ -185,6 +202,27 @@ def dai_section(sweep: Sweep, fig_dir: Path) -> Section | None:
             count("n", "queries"),
         ],
     )
+    lmops = [
+        (m, label)
+        for m, label in (
+            ("simaou_lmops", "SimAOU"),
+            ("simaou_random_uniform_lmops", "SimAOU random U[0,1)"),
+            ("simaou_unrelated_lmops", "SimAOU unrelated FT"),
+            ("simam_lmops", "SimAM ICL-GD"),
+            ("simam_zs_lmops", "SimAM ICL-ZS"),
+            ("simam_diff_deutch", "SimAM diff (Deutch)"),
+            ("kendall_example_lmops", "Kendall demos"),
+            ("kendall_example_random_lmops", "Kendall random"),
+        )
+        if m in table
+    ]
+    if lmops:  # the same metrics as microsoft/LMOps computes them (analysis/lmops.py)
+        body += (
+            "\n\nAs microsoft/LMOps computes them (at the label token appended to the prompt; unit-normalised "
+            "SimAOU, a uniform [0, 1) random update, SimAM from pre-softmax scores per head; Deutch et al.'s "
+            "update-relative SimAM; Dai's Kendall tau of the attention to each demonstration):\n\n"
+        )
+        body += md_table(table, [*(text(k) for k in DAI_KEYS), *(with_ci(m, label) for m, label in lmops)])
     return Section("dai", table, section("Dai et al.: does GD move attention like ICL?", how, body, fig), fig)
 
 
@@ -237,6 +275,9 @@ def evolution_section(sweep: Sweep, fig_dir: Path) -> Section | None:
     how = "Each metric at each pretraining checkpoint (x: the step parsed from the revision name)."
     keys = [text(k) for k in ("model", "dataset", "metric", "line", "revision", "step")]
     body = md_table(table, [*keys, with_ci("mean", "value"), count("n")])
+    from icl_gd.checkpoints import distance_md  # noqa: PLC0415 -- checkpoints made here: their distance from the start
+
+    body += distance_md(sweep.jobs)
     return Section("weight_evolution", table, section("Weight evolution", how, body, fig), fig)
 
 
@@ -247,7 +288,7 @@ def search_md(table: pd.DataFrame) -> str:
         text("dataset"),
         text("demos", "N"),
         text("method"),
-        ("labels", lambda r: SHUFFLED_WORDS if r.get("demo_labels") == "shuffled" else "original"),
+        ("demos as", lambda r: condition_words(r.get("demo_labels"), r.get("demo_source")) or "original"),
         text("seed"),
     ]
     if "order_seed" in table and table["order_seed"].notna().any():

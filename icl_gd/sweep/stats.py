@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from icl_gd.confdir import config_file
 from icl_gd.metrics.intervals import Interval, cluster_bootstrap
 
 CLUSTER = "seed"  # the column naming a row's demonstration set: the unit of replication
-CONFIG = Path(__file__).resolve().parents[1].parent / "conf" / "config.yaml"
+CONFIG = config_file("config.yaml")  # conf/config.yaml of the checkout, or of an installed wheel
 
 
 @dataclass(frozen=True)

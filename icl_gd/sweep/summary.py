@@ -18,7 +18,7 @@ import pandas as pd
 
 from icl_gd.metrics.intervals import cluster_bootstrap
 from icl_gd.sweep import stats
-from icl_gd.sweep.jobs import is_control
+from icl_gd.sweep.pair_types import is_control
 from icl_gd.sweep.verdicts import CELL_KEYS, paired_tests
 
 SHARES = {"tv": "share_tv", "js": "share_js", "label_tv": "label_share_tv", "label_js": "label_share_js"}

@@ -11,22 +11,36 @@ import re
 import pandas as pd
 
 from icl_gd.analysis.sparsity import weights_sparsity
+from icl_gd.data.source import SHUFFLED_WORDS, SOURCE_WORDS
 from icl_gd.linreg.constructions import construction_weights
-from icl_gd.sweep.jobs import (
+from icl_gd.sweep.loading import META
+from icl_gd.sweep.pair_types import (
     BOTH_SHUFFLED,
+    BOTH_SOURCE,
     ORDER_PAIR,
     SHUFFLED_SUFFIX,
-    SHUFFLED_WORDS,
+    SOURCE_SUFFIX,
     base_label,
-    is_both_shuffled,
+    both_marker,
+    control_source,
     is_control,
     order_label,
 )
-from icl_gd.sweep.loading import META
 from icl_gd.sweep.stats import ci, half_width, long_ci, wide_ci, with_half_widths  # noqa: F401 -- re-exported
 
 AGREEMENT = {"overlap@k": "overlap@K (fraction of top-K shared)", "ocs": "OCS (cosine over shared top-K)"}
 DAI_METRICS = ("simaou", "simaou_random", "simam_ft", "simam_zs")
+# the same metrics as microsoft/LMOps and Deutch et al. compute them (analysis/dai.py), where the jobs have them
+DAI_LMOPS_METRICS = (
+    "simaou_lmops",
+    "simaou_random_uniform_lmops",
+    "simaou_unrelated_lmops",
+    "simam_lmops",
+    "simam_zs_lmops",
+    "simam_diff_deutch",
+    "kendall_example_lmops",
+    "kendall_example_random_lmops",
+)
 DAI_ROWS = {
     "SimAOU": "SimAOU (cosine of attention-output updates)",
     "SimAM": "SimAM (attention-map similarity)",
@@ -59,21 +73,33 @@ STEP = re.compile(r"(\d+)")
 
 def pair_name(pair_type: str) -> str:
     """A pair type in words: 'icl_vs_gd(lr=0.001)' -> 'icl vs gd(lr=0.001)'; order pairs are named as noise floors
-    ('gd_vs_gd_order' -> "gd vs gd in another order (gd's floor)"), the control and the pairs among shuffled jobs
-    by their shuffled labels ('icl_vs_gd_shuffled_labels' -> 'icl vs gd on shuffled labels (control)')."""
+    ('gd_vs_gd_order' -> "gd vs gd in another order (gd's floor)"), the controls and the pairs among control jobs
+    by what the control changed ('icl_vs_gd_shuffled_labels' -> 'icl vs gd on shuffled labels (control)',
+    'icl_vs_gd_demos_from_agnews' -> 'icl vs gd with demos from agnews (control)')."""
     if pair_type == ORDER_PAIR:
         return "ICL vs ICL in another order (floor)"
-    both = is_both_shuffled(pair_type)
-    on_shuffled = f", both on {SHUFFLED_WORDS}" if both else ""
+    marker = both_marker(pair_type)
+    both = f", both {_control_words(marker)}" if marker else ""
     label = order_label(pair_type)
     if label is not None:
-        return f"{label} vs {label} in another order ({label}'s floor){on_shuffled}"
+        return f"{label} vs {label} in another order ({label}'s floor){both}"
+    source = control_source(pair_type)
+    if source is not None:
+        head = pair_type.removesuffix(SOURCE_SUFFIX + source).replace("_vs_", " vs ", 1)
+        return f"{head} with {SOURCE_WORDS} {source} (control)"
     if is_control(pair_type):
         return (
             pair_type.removesuffix(SHUFFLED_SUFFIX).replace("_vs_", " vs ", 1)
             + f" on {SHUFFLED_WORDS} (control)"
         )
-    return pair_type.removesuffix(BOTH_SHUFFLED).replace("_vs_", " vs ") + on_shuffled
+    return pair_type.removesuffix(marker).replace("_vs_", " vs ") + both
+
+
+def _control_words(marker: str) -> str:
+    """How a `_both_...` marker reads: "on shuffled labels", "with demos from agnews"."""
+    if marker == BOTH_SHUFFLED:
+        return f"on {SHUFFLED_WORDS}"
+    return f"with {SOURCE_WORDS} {marker.removeprefix(BOTH_SOURCE)}"
 
 
 def _with_model(df: pd.DataFrame, col: str) -> pd.Series:
@@ -109,7 +135,7 @@ def agreement_curves(queries: pd.DataFrame) -> pd.DataFrame:
 
 def dai_per_query(layers: pd.DataFrame) -> pd.DataFrame:
     """Each (job, query)'s Dai metrics averaged over layers: the unit the intervals pool."""
-    metrics = [m for m in DAI_METRICS if m in layers]
+    metrics = [m for m in (*DAI_METRICS, *DAI_LMOPS_METRICS) if m in layers]
     return layers.groupby([*META, "query_id"], dropna=False, sort=True)[metrics].mean().reset_index()
 
 
@@ -130,7 +156,8 @@ def dai_table(layers: pd.DataFrame, dai_queries: pd.DataFrame) -> pd.DataFrame:
     if len(dai_queries):
         parts.append(rec2ftp_table(dai_queries))
     if len(layers):
-        parts.append(wide_ci(dai_per_query(layers), DAI_KEYS, DAI_METRICS))
+        present = [m for m in (*DAI_METRICS, *DAI_LMOPS_METRICS) if m in layers]
+        parts.append(wide_ci(dai_per_query(layers), DAI_KEYS, present))
     out = parts[0]
     for p in parts[1:]:
         out = out.merge(p, on=DAI_KEYS, how="outer")

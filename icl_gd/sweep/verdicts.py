@@ -8,7 +8,9 @@ then queries); p-values are Holm-adjusted across the table's cells; p_holm < 1 -
 
 Tested: ICL (original labels) against each other method but zero-shot, the shuffled-label control included (its
 ICL is the floor's ICL, so the test is paired as any other). Not tested: order pairs (floors themselves, GD's
-`gd_vs_gd_order` shown beside ICL's) and pairs of two jobs on shuffled labels (their ICL is not the floor's).
+`gd_vs_gd_order` shown beside ICL's), pairs of two jobs on shuffled labels (their ICL is not the floor's), and
+pairs without ICL or against zero-shot (`gd vs zeroshot`, `gd(bs=1) vs gd(bs=all)`: "—", the floor says nothing
+about them).
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ import pandas as pd
 
 from icl_gd.metrics.intervals import holm
 from icl_gd.sweep import stats
-from icl_gd.sweep.jobs import ORDER_PAIR, is_both_shuffled, is_control, is_order_pair
+from icl_gd.sweep.pair_types import ORDER_PAIR, is_both_control, is_control, is_order_pair
 from icl_gd.sweep.stats import wide_ci
 from icl_gd.sweep.tables import AGREEMENT
 
 BELOW, WITHIN, ABOVE, NA = "below floor", "within floor", "above floor", "n/a"
 MIN_ORDER_DEMOS = 2  # fewer demonstrations have a single order, so there is no ICL-order floor
 ONE_ORDER = "n/a (one order)"
+NOT_A_CANDIDATE = "—"  # not ICL against a candidate (icl vs zeroshot, gd vs zeroshot, gd(bs=1) vs gd(bs=all))
 FLOOR_ROW = "n/a (a floor)"  # an order pair's row: a noise floor itself (GD's beside ICL's), not a candidate
-BOTH_SHUFFLED_ROW = (
-    "n/a (both shuffled)"  # both jobs on shuffled labels: the floor's ICL is not their reference
+BOTH_CONTROL_ROW = (
+    "n/a (both controls)"  # both jobs on shuffled labels / another task's demos: not the floor's ICL
 )
 HEADLINE_KEYS = ["model", "dataset", "demos", "eval"]  # eval: pairs pool only within equal settings
 CELL_KEYS = ["model", "dataset", "demos", "eval"]  # pairs are pooled only within equal evaluation settings
@@ -56,16 +59,22 @@ def with_eval(queries: pd.DataFrame) -> pd.DataFrame:
     return queries if "eval" in queries else queries.assign(eval="")
 
 
-def tested_pairs(queries: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the pairs that get a verdict: ICL against another method that is not zero-shot (no order pair, no
-    pair of two jobs on shuffled labels: their ICL reference is not the floor's)."""
-    pair = queries["pair_type"].astype(str)
-    return queries[
-        (queries["method_a"] == "icl")
+def is_candidate(frame: pd.DataFrame) -> pd.Series:
+    """Per row (of a frame with pair_type, method_a, method_b): a pair the ICL floor can judge, ICL against
+    another method that is not zero-shot (no order pair; no pair of two control jobs: their ICL reference is not
+    the floor's; no pair of two other methods: the floor says nothing about them)."""
+    pair = frame["pair_type"].astype(str)
+    return (
+        (frame["method_a"] == "icl")
         & ~pair.map(is_order_pair)
-        & ~pair.map(is_both_shuffled)
-        & ~queries["method_b"].isin(NOT_TESTED)
-    ]
+        & ~pair.map(is_both_control)
+        & ~frame["method_b"].isin(NOT_TESTED)
+    )
+
+
+def tested_pairs(queries: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the pairs that get a verdict (`is_candidate`)."""
+    return queries[is_candidate(queries)]
 
 
 def paired_tests(queries: pd.DataFrame, primary: str | None = None) -> pd.DataFrame:
@@ -116,7 +125,7 @@ def headline_table(queries: pd.DataFrame) -> pd.DataFrame:
     metrics = [m for m in AGREEMENT if m in queries]
     pairs = queries[queries["pair_type"] != ORDER_PAIR]
     table = wide_ci(
-        pairs, [*keys, "pair_type", "method_a", "method_b"], [*metrics, "accuracy_a", "accuracy_b"]
+        pairs, [*keys, "pair_type", "method_a", "method_b"], [*metrics, *accuracy_columns(queries)]
     )
     floor = wide_ci(queries[queries["pair_type"] == ORDER_PAIR], keys, metrics).drop(
         columns=["n", "n_clusters"]
@@ -127,12 +136,12 @@ def headline_table(queries: pd.DataFrame) -> pd.DataFrame:
     table = table.merge(tests, on=[*keys, "pair_type"], how="left")
     table["verdict"] = table["verdict"].fillna(NA)
     pair = table["pair_type"].astype(str)
-    table.loc[pair.map(is_both_shuffled), "verdict"] = BOTH_SHUFFLED_ROW
+    candidate = is_candidate(table)
+    table.loc[~candidate, "verdict"] = NOT_A_CANDIDATE
+    table.loc[pair.map(is_both_control), "verdict"] = BOTH_CONTROL_ROW
     table.loc[pair.map(is_order_pair), "verdict"] = FLOOR_ROW
     table["metric"] = table["metric"].fillna("—")  # rows that get no test (zero-shot controls, no floor)
-    table.loc[table["demos"] < MIN_ORDER_DEMOS, "verdict"] = (
-        ONE_ORDER  # one demo has no other order: no floor
-    )
+    table.loc[candidate & (table["demos"] < MIN_ORDER_DEMOS), "verdict"] = ONE_ORDER  # one order: no floor
     group = pair.map(row_group)
     return (
         table.assign(_group=group)
@@ -141,10 +150,17 @@ def headline_table(queries: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def accuracy_columns(queries: pd.DataFrame) -> list[str]:
+    """The headline's accuracy columns: label accuracy (what the accuracy figure shows) where the comparison
+    has it, else top-1 accuracy (comparison files written before label accuracy was stored)."""
+    label = ["label_accuracy_a", "label_accuracy_b"]
+    return label if all(c in queries for c in label) else ["accuracy_a", "accuracy_b"]
+
+
 def row_group(pair_type: str) -> int:
     """Where a pair's row goes within its cell: the method pairs, the floors (GD's), the shuffled-label controls,
     then the pairs of two jobs on shuffled labels."""
-    if is_both_shuffled(pair_type):
+    if is_both_control(pair_type):
         return 3
     if is_control(pair_type):
         return 2

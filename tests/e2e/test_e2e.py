@@ -59,12 +59,12 @@ def test_smollm2_zeroshot_icl_gd_sweep(tmp_path: Path) -> None:
     assert set(comp.pair_type) == {"icl_vs_gd", "icl_vs_zeroshot", "gd_vs_zeroshot"}
     assert (comp.n == 20).all()  # every query of each pair joined
     info = run_folder(offline_runs(j["gd"])[0])
-    assert info["job_type"] == "gd" and info["group"] == "sweep"
-    assert info["summary"]["gd/accuracy"] == pytest.approx(gd["accuracy"])
+    assert info["job_type"] == "gd" and info["group"] == "adhoc-sweep"
+    assert info["summary"]["accuracy"] == pytest.approx(gd["accuracy"])
     sweep_runs = {r["job_type"]: r for r in map(run_folder, offline_runs(sweep))}
     assert set(sweep_runs) == {"compare", "report"}  # the comparison, then the report, each a W&B run
     compare_run = sweep_runs["compare"]
-    assert any(k.startswith("compare/") for k in compare_run["summary"])
+    assert compare_run["summary"]["comparison"]["_type"] == "table-file"  # one row per (cell, pair, metric)
 
 
 def test_a_diverged_job_fails_alone_and_a_rerun_skips_what_is_done(tmp_path: Path) -> None:

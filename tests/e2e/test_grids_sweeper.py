@@ -20,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hydra_plugins.icl_gd_sweeper.grids_sweeper import GridsConfigError, batches, expand, expand_grids
 from tests.helpers.cli import run_py
-from tests.helpers.config import ROOT, subprocess_env
+from tests.helpers.config import ROOT, job_folder, subprocess_env
 
 ICL_GD = {"icl": {"method": "icl", "order_seed": "null,1"}, "gd": {"method": "gd", "method.lr": "1e-3,1e-4"}}
 
@@ -229,10 +229,18 @@ def test_a_preset_runs_the_union_of_its_grids_into_distinct_folders_and_compares
 
     sweep = tmp_path / "sweep"
     jobs = {p.parent.name: p.parent for p in sweep.glob("*/status.json")}
-    base = "debug=smoke,demos={d},experiment=grids_smoke"
+    base = ["debug=smoke", "experiment=grids_smoke"]
     assert set(jobs) == {
-        *(f"{base.format(d=d)},method=icl,order_seed={o}" for d in (1, 2) for o in ("null", 1)),
-        *(f"{base.format(d=d)},method.lr={lr},method=gd" for d in (1, 2) for lr in ("0.001", "0.0001")),
+        *(
+            job_folder(*base, f"demos={d}", "method=icl", f"order_seed={o}")
+            for d in (1, 2)
+            for o in ("null", 1)
+        ),
+        *(
+            job_folder(*base, f"demos={d}", f"method.lr={lr}", "method=gd")
+            for d in (1, 2)
+            for lr in ("0.001", "0.0001")
+        ),
     }
     assert {d.name for d in sweep.iterdir() if (d / "status.json").exists()} == set(
         jobs

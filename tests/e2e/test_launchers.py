@@ -9,13 +9,19 @@ the same thread count in every launcher.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+import hydra.utils
 import pandas as pd
 import pytest
 import yaml
@@ -23,10 +29,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from icl_gd import io
 from icl_gd.config import config_hash
 from icl_gd.sweep.callbacks import LauncherNotInstalled, check_launcher
 from tests.helpers.cli import run_py
-from tests.helpers.config import ROOT, subprocess_env
+from tests.helpers.config import ROOT, job_folder, subprocess_env
 from tests.helpers.wandb_runs import offline_runs, run_folder
 
 # icl_gd.config silences this in run.py; pytest resets warning filters set while it collects
@@ -59,17 +66,57 @@ def schema(name: str) -> type:
     return getattr(pytest.importorskip(module), cls)
 
 
+def ray_python() -> str:
+    """An interpreter with Ray and its Hydra plugin: this one where the ray extra is installed, else the Ray
+    environment `make ray-env` builds beside this one (<venv>/ray: hydra-ray-launcher pins cloudpickle and joblib
+    below what this environment has), or $ICL_GD_RAY_PYTHON."""
+    if all(importlib.util.find_spec(m) for m in ("ray", "hydra_plugins.hydra_ray_launcher")):
+        return sys.executable
+    path = Path(os.environ.get("ICL_GD_RAY_PYTHON") or Path(sys.prefix) / "ray" / "bin" / "python")
+    if not path.exists():
+        pytest.skip(
+            f"ray is not installed here and {path} does not exist: make ray-env (or pip install -e '.[ray]')"
+        )
+    return str(path)
+
+
+# run by ray_python(): the check of test_launcher_file_lists_every_knob_of_the_plugin_schema for ray.yaml
+SCHEMA_CHECK = """
+import importlib, sys
+from omegaconf import OmegaConf
+module, cls, path = sys.argv[1:]
+base = OmegaConf.structured(getattr(importlib.import_module(module), cls))
+node = OmegaConf.load(path)
+OmegaConf.merge(base, node)  # an unknown key or a wrong type raises
+assert set(node) == set(base), sorted(set(node) ^ set(base))
+assert node._target_ == base._target_, (node._target_, base._target_)
+"""
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The files
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
 def test_launcher_file_lists_every_knob_of_the_plugin_schema(name: str) -> None:
-    """Each file has the schema's name, so it cannot extend it with `defaults:`; it repeats it, checked here."""
-    node = OmegaConf.load(LAUNCHER_DIR / f"{name}.yaml")
+    """Each file has the schema's name, so it cannot extend it with `defaults:`; it repeats it, checked here. The
+    submitit files name the project's subclasses of the plugin's launchers (hydra_plugins/icl_gd_launchers)."""
+    path = LAUNCHER_DIR / f"{name}.yaml"
+    if name == "ray" and ray_python() != sys.executable:  # Ray lives in an environment of its own
+        proc = subprocess.run(
+            [ray_python(), "-c", SCHEMA_CHECK, *SCHEMAS[name], str(path)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return
+    node = OmegaConf.load(path)
     base = OmegaConf.structured(schema(name))
     OmegaConf.merge(base, node)  # an unknown key or a wrong type raises
-    assert set(node) == set(base) and node._target_ == base._target_
+    assert set(node) == set(base)
+    if name.startswith("submitit"):
+        ours, theirs = (hydra.utils.get_class(t) for t in (node._target_, base._target_))
+        assert ours is not theirs and issubclass(ours, theirs), (node._target_, base._target_)
+    else:
+        assert node._target_ == base._target_
 
 
 @pytest.mark.parametrize("path", sorted(LAUNCHER_DIR.glob("*.yaml")), ids=lambda p: p.stem)
@@ -180,7 +227,8 @@ def assert_same_jobs_compared_once(sweep: Path, basic: Path, proc: subprocess.Co
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out and "validated against ConfigStore schema" not in out
     jobs, ref = job_folders(sweep), job_folders(basic)
-    assert set(jobs) == set(ref) == {"debug=smoke,method=icl,seed=0", "debug=smoke,method=gd,seed=0"}
+    names = {job_folder("debug=smoke", f"method={m}", "seed=0") for m in ("icl", "gd")}
+    assert set(jobs) == set(ref) == names
     for name, folder in jobs.items():
         assert json.loads((folder / "status.json").read_text())["status"] == "done"
         for f in ("metrics.json", "demos.jsonl"):
@@ -208,7 +256,7 @@ def test_joblib_sweep_with_two_workers_matches_the_basic_launcher(basic_sweep: P
     # each worker read HydraConfig: its W&B run is grouped by the sweep folder
     for folder in job_folders(sweep).values():
         info = run_folder(offline_runs(folder)[0])
-        assert info["group"] == "sweep" and info["job_type"] in folder.name
+        assert info["group"] == "adhoc-sweep" and info["job_type"] in folder.name
 
 
 @pytest.mark.slow
@@ -221,16 +269,88 @@ def test_submitit_local_sweep_matches_the_basic_launcher(basic_sweep: Path, tmp_
     assert len(results) == 2  # each job ran as its own submitit process
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process in /proc")
+def test_a_submitit_job_killed_mid_run_is_recorded_failed_and_the_sweep_ends(tmp_path: Path) -> None:
+    """The project's submitit launchers (hydra_plugins/icl_gd_launchers) without a cluster: a job SIGKILLed in the
+    middle leaves no result; the launcher records it failed (with the state and its log) instead of raising at the
+    first such job, the other job is compared, and the sweep exits 1 naming it (tests/e2e/test_slurm_cluster.py
+    does the same on SLURM)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep, long = tmp_path / "sweep", 100_000  # gd epochs: minutes on the tiny model
+    args = ["-m", "hydra/launcher=submitit_local", "model=tiny_random", "demos=2", "eval.n_queries=4"]
+    args += ["logger=none", "method=gd", f"method.epochs=2,{long}", f"hydra.sweep.dir={sweep}"]
+    short_dir = sweep / job_folder(
+        "demos=2", "eval.n_queries=4", "method.epochs=2", "method=gd", "model=tiny_random"
+    )
+    long_dir = sweep / job_folder(
+        "demos=2", "eval.n_queries=4", f"method.epochs={long}", "method=gd", "model=tiny_random"
+    )
+    with open(tmp_path / "sweep.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "run.py", *args], cwd=ROOT, env=sweep_env(), stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 300
+        # once the short job is done, the long one's process is the only submitit job still alive
+        while not (
+            (io.read_status(short_dir) or {}).get("status") == "done"
+            and (io.read_status(long_dir) or {}).get("status") == "running"
+        ):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.log").read_text()[
+                -3000:
+            ]
+            time.sleep(0.2)
+        pids = [
+            int(p.name) for p in (sweep / ".submitit").iterdir() if p.name.isdigit() and _alive(int(p.name))
+        ]
+        assert len(pids) == 1, pids
+        os.kill(pids[0], signal.SIGKILL)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = (tmp_path / "sweep.log").read_text()
+    assert proc.returncode == 1, out[-3000:]
+    st = io.read_status(long_dir)
+    assert st["status"] == "failed" and st["error_type"].startswith("JobEnded"), st
+    assert f"job {pids[0]} ended without a result" in st["error"] and "_log.err" in st["error"]
+    assert (io.read_status(short_dir) or {})["status"] == "done"
+    assert f"1 of 2 jobs in {sweep} failed: {long_dir.name} (JobEnded" in out
+    assert "Traceback" not in out and (sweep / "report.md").exists()
+
+
 @pytest.mark.slow
 def test_ray_sweep_matches_the_basic_launcher(basic_sweep: Path, tmp_path: Path) -> None:
-    pytest.importorskip("ray", reason="ray is not installed: pip install -e '.[ray]'")
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install -e '.[ray]'")
+    """A local Ray cluster (2 CPUs, no dashboard, no token auth, its files in a folder of the test's) runs the
+    sweep, in the Ray environment (ray_python)."""
+    python = ray_python()
     sweep = tmp_path / "sweep"
-    proc = run_sweep(
-        sweep,
-        "hydra/launcher=ray",
-        "hydra.launcher.ray.init.num_cpus=2",
-        "+hydra.launcher.ray.init.include_dashboard=false",
-    )
+    ray_tmp = Path(
+        tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    )  # short: Ray's socket paths must fit in 107 bytes
+    try:
+        cmd = [
+            python,
+            "run.py",
+            *SWEEP,
+            f"hydra.sweep.dir={sweep}",
+            "hydra/launcher=ray",
+            "hydra.launcher.ray.init.num_cpus=2",
+            "+hydra.launcher.ray.init.include_dashboard=false",
+            f"+hydra.launcher.ray.init._temp_dir={ray_tmp}",
+        ]
+        proc = subprocess.run(cmd, cwd=ROOT, env=sweep_env(), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert "Ray Launcher is launching 2 jobs" in proc.stdout + proc.stderr
     assert_same_jobs_compared_once(sweep, basic_sweep, proc)

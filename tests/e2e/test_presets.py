@@ -161,10 +161,12 @@ def test_preset_runs_end_to_end_on_the_tiny_model(name: str, tmp_path) -> None:
 
 def test_calibrated_has_its_floors_controls_and_search_in_every_cell() -> None:
     """4 datasets x N = 2, 4, 8 x 5 demo sets; per cell zero-shot, ICL in two orders, the searched GD, GD in two
-    orders (its floor), shuffled-label ICL and searched GD: 480 jobs (each checked by the sweeper before any runs)."""
+    orders (its floor), and both null controls (shuffled labels; another task's demos) for ICL and the searched GD:
+    600 jobs (each checked by the sweeper before any runs)."""
     jobs = jobs_of("calibrated")
     methods = Counter(next(o.split("=", 1)[1] for o in j if o.startswith("method=")) for j in jobs)
-    assert len(jobs) == 480 and dict(methods) == {"zeroshot": 60, "icl": 180, "gd_search": 120, "gd": 120}
+    assert len(jobs) == 600 and dict(methods) == {"zeroshot": 60, "icl": 240, "gd_search": 180, "gd": 120}
     assert sum("demo_labels=shuffled" in j for j in jobs) == 120
+    assert sum("demo_source=other" in j for j in jobs) == 120
     narrowed = jobs_of("calibrated", ["dataset=present_past", "demos=4", "seed=0,1", "search.lr=[1e-3]"])
-    assert len(narrowed) == 16 and all("search.lr=[0.001]" in j for j in narrowed)
+    assert len(narrowed) == 20 and all("search.lr=[0.001]" in j for j in narrowed)

@@ -21,7 +21,7 @@ from icl_gd.runner import run
 from icl_gd.sweep import cli
 from icl_gd.sweep.callbacks import CompareOnMultirunEnd
 from tests.helpers.cli import run_py
-from tests.helpers.config import compose_config
+from tests.helpers.config import compose_config, job_folder
 
 BASE = ["model=tiny_random", "logger=none", "eval.n_queries=2"]
 TOP_K_ERROR = "ConfigError: eval.top_k=100000 exceeds the vocabulary of model=tiny_random"
@@ -310,7 +310,8 @@ def test_a_multirun_with_failed_jobs_exits_1_after_writing_the_comparison(multir
     assert proc.returncode == 1, out[-3000:]
     assert "Traceback" not in out
     failed = [p.parent for p in folder.rglob(io.STATUS) if io.read_status(p.parent)["status"] == "failed"]
-    assert len(failed) == 2 and all("eval.top_k=100000" in f.name for f in failed)
+    names = {job_folder(*BASE, f"method={m}", "eval.top_k=100000") for m in ("icl", "zeroshot")}
+    assert len(failed) == 2 and {f.name for f in failed} == names
     assert f"2 of 4 jobs in {folder} failed: " in out
     for job in failed:  # each named by its folder, with its error
         assert f"{job.relative_to(folder)} ({TOP_K_ERROR}" in out
@@ -324,7 +325,7 @@ def test_the_compare_command_s_exit_codes(multirun, tmp_path: Path) -> None:
     folder, _ = multirun
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    job = next(copy.glob("*eval.top_k=10,method=zeroshot*"))
+    job = copy / job_folder(*BASE, "method=zeroshot", "eval.top_k=10")
     truncate(job / io.PREDICTIONS)
 
     def sweep_cli(path: Path):
@@ -337,7 +338,7 @@ def test_the_compare_command_s_exit_codes(multirun, tmp_path: Path) -> None:
     assert f"job {job} is skipped: its predictions.parquet does not read back" in skipped.stderr
     assert REDO.format(job=job) in skipped.stderr and "3 of 4 jobs in" in skipped.stderr
 
-    truncate(next(copy.glob("*eval.top_k=10,method=icl*")) / io.PREDICTIONS)
+    truncate(copy / job_folder(*BASE, "method=icl", "eval.top_k=10") / io.PREDICTIONS)
     none_finished = sweep_cli(copy)
     assert none_finished.returncode == 1 and "Traceback" not in none_finished.stderr
     assert (

@@ -28,3 +28,13 @@ def subprocess_env() -> dict[str, str]:
     env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.pop("WANDB_API_KEY", None)
     return env
+
+
+def job_folder(*overrides: str) -> str:
+    """The folder name a sweep job with these task overrides gets (conf/config.yaml's hydra.sweep.subdir)."""
+    from omegaconf import OmegaConf  # noqa: PLC0415
+
+    from icl_gd.folders import job_name  # noqa: PLC0415
+
+    exclude = OmegaConf.load(CONF / "config.yaml").hydra.job.config.override_dirname.exclude_keys
+    return job_name(list(overrides), [str(k) for k in exclude])

@@ -46,11 +46,20 @@ def finished_records(run_dir: Path, timeout_s: float = 60.0) -> list[Any]:
 
 def run_folder(run_dir: Path) -> dict[str, Any]:
     """What an offline run holds: run record fields, config, summary and history keys."""
-    info: dict[str, Any] = {"config": {}, "summary": {}, "history_keys": set()}
+    info: dict[str, Any] = {
+        "config": {},
+        "summary": {},
+        "history_keys": set(),
+        "history": [],
+        "artifacts": [],
+        "metrics": {},
+        "exit_code": None,
+    }
     for r in finished_records(run_dir):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             info |= {"group": r.run.run_group, "job_type": r.run.job_type, "name": r.run.display_name}
+            info["run_id"] = r.run.run_id
             info["tags"] = list(r.run.tags)
             info["config"] |= {u.key: json.loads(u.value_json) for u in r.run.config.update}
         elif kind == "summary":
@@ -61,8 +70,50 @@ def run_folder(run_dir: Path) -> dict[str, Any]:
                     node = node.setdefault(k, {})
                 node[path[-1]] = json.loads(u.value_json)
         elif kind == "history":
+            items = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
             info["history_keys"] |= {(list(i.nested_key) or [i.key])[0] for i in r.history.item}
+            info["history"].append(items)
+        elif kind == "exit":
+            info["exit_code"] = r.exit.exit_code
+        elif kind == "artifact":
+            a = r.artifact
+            info["artifacts"].append((a.name, a.type, sorted(Path(m.path).name for m in a.manifest.contents)))
+        elif kind == "metric":
+            info["metrics"][r.metric.name or r.metric.glob_name] = r.metric.step_metric
     return info
+
+
+def logged_keys(info: dict[str, Any]) -> set[str]:
+    """Every key a run logged, slash paths and each of their prefixes: summary (nested), history, config."""
+    keys: set[str] = set()
+
+    def add(path: str) -> None:
+        parts = path.split("/")
+        keys.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for k, v in node.items():
+            add(prefix + k)
+            if isinstance(v, dict) and "_type" not in v:
+                walk(v, f"{prefix}{k}/")
+
+    walk(info["summary"], "")
+    for row in info["history"]:
+        for k in row:
+            add(k)
+    for k in info["config"]:
+        add(k)
+    return keys
+
+
+def sweep_runs(sweep: Path) -> list[dict[str, Any]]:
+    """Every W&B run of a sweep folder (its own and its jobs'), each with `folder` (the output dir it lives in)
+    and `run_dir`, oldest first."""
+    dirs = sorted(
+        [*sweep.glob("wandb/offline-run-*"), *sweep.glob("*/wandb/offline-run-*")],
+        key=lambda d: d.name.split("-")[2],
+    )
+    return [run_folder(d) | {"folder": d.parent.parent, "run_dir": d} for d in dirs]
 
 
 def offline_runs(out: Path) -> list[Path]:

@@ -25,18 +25,12 @@ from icl_gd.runner import run
 from icl_gd.sweep import report, sections, tables, verdicts
 from icl_gd.sweep import search as S
 from icl_gd.sweep.compare import compare_sweep
-from icl_gd.sweep.jobs import (
-    GD_ORDER_PAIR,
-    ORDER_PAIR,
-    Job,
-    demo_order,
-    find_pairs,
-    is_control,
-    label_jobs,
-    load_jobs,
-)
+from icl_gd.sweep.jobs import Job, demo_order, label_jobs, load_jobs
 from icl_gd.sweep.loading import Sweep, load_sweep
+from icl_gd.sweep.pair_types import GD_ORDER_PAIR, ORDER_PAIR, is_control
+from icl_gd.sweep.pairs import find_pairs
 from tests.helpers.config import compose_config
+from tests.helpers.jobs import hand_job
 
 PNG_MAGIC = b"\x89PNG"
 NONE = {"name": "none"}
@@ -56,17 +50,7 @@ COLLAPSED_VALUE = 0.99  # the collapsed point's value: it must be in no curve
 # Pairing rules on hand-built jobs (no files: every realised order counts as different)
 
 
-def job(name: str, method: str = "icl", **cfg: Any) -> Job:
-    base = {
-        "model": {"name": "m"},
-        "dataset": {"name": "d"},
-        "demos": 4,
-        "seed": 0,
-        "order_seed": None,
-        "demo_labels": "original",
-        "method": {"name": method},
-    }
-    return Job(Path("/nowhere") / name, {**base, **cfg})
+job = hand_job
 
 
 def pair_set(jobs: list[Job]) -> set[tuple[str, str, str]]:
@@ -167,7 +151,7 @@ def test_gd_floor_is_a_headline_row_and_the_icl_floor_stays_the_verdicts_floor()
     assert table.loc[GD_ORDER_PAIR, f"floor_{METRIC}"] == pytest.approx(0.9)  # ICL's floor beside GD's
     assert table.loc[GD_ORDER_PAIR, "verdict"] == verdicts.FLOOR_ROW
     assert table.loc["icl_vs_icl_order_both_shuffled", "verdict"] == verdicts.FLOOR_ROW
-    assert table.loc["icl_vs_gd_both_shuffled", "verdict"] == verdicts.BOTH_SHUFFLED_ROW
+    assert table.loc["icl_vs_gd_both_shuffled", "verdict"] == verdicts.BOTH_CONTROL_ROW
     tests = verdicts.paired_tests(q.assign(eval=""), primary=METRIC).set_index("pair_type")
     assert set(tests.index) == {"icl_vs_gd", "icl_vs_gd_shuffled_labels"}  # floors and both-shuffled untested
     assert tests.loc["icl_vs_gd", "d_mean"] == pytest.approx(0.5 - 0.9)  # against ICL's floor, not 0.1

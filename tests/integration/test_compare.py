@@ -11,7 +11,9 @@ import pytest
 from icl_gd.runner import run
 from icl_gd.sweep import cli
 from icl_gd.sweep.compare import compare_sweep, pair_metrics
-from icl_gd.sweep.jobs import ORDER_PAIR, Job, find_pairs, label_jobs, method_label, model_label
+from icl_gd.sweep.jobs import Job, label_jobs
+from icl_gd.sweep.pair_types import ORDER_PAIR, method_label, model_label
+from icl_gd.sweep.pairs import find_pairs
 
 
 def frame(

@@ -348,7 +348,7 @@ def test_analyse_rejects_misaligned_collections(collected) -> None:
 
 @pytest.mark.slow
 def test_smollm2_capture_has_thirty_layers() -> None:
-    lm = load_model(compose_config(["model=smollm2_135m", "output_dir=/tmp/x"]).model)
+    lm = load_model(compose_config(["model=smollm2_135m_instruct_q4_1", "output_dir=/tmp/x"]).model)
     cap = hooks.capture(lm.model, SEQS[:2], lm.tokenizer.pad_token_id, batch_size=2)
     assert len(cap.attn_out) == len(cap.attn_map) == 30
     assert cap.attn_out[0].shape == (2, lm.model.config.hidden_size)

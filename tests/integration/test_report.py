@@ -11,7 +11,8 @@ import pytest
 
 from icl_gd import io
 from icl_gd.sweep import cli, loading, logger, markdown, order, plots, report, sections, tables, verdicts
-from icl_gd.sweep.jobs import ORDER_PAIR, Job
+from icl_gd.sweep.jobs import Job
+from icl_gd.sweep.pair_types import ORDER_PAIR
 from icl_gd.sweep.verdicts import BELOW, NA, WITHIN
 from tests.helpers.cli import run_py
 
@@ -471,13 +472,14 @@ def test_hand_built_sweep_has_every_section_and_figure(
     }
     assert all(is_png(f) for f in figures)
     assert md.count(BELOW) >= 2  # one row per checkpoint, both far below the floor
-    assert seen["job_type"] == "report" and seen["name"] == "report-sweep" and seen["group"] == "sweep"
+    assert seen["job_type"] == "report" and seen["group"] == "adhoc-sweep"  # no experiment: adhoc
+    assert seen["name"] == "report-adhoc-sweep" and seen["run_id"].startswith("report-")
     assert seen["logger"] == {"name": "none"}  # the jobs' logger
     kinds = [name for name, _ in tracker.calls]
     assert kinds.count("log_image") == len(figures)
     assert kinds.count("log_table") == 6 and kinds[-1] == "finish"
     summary = next(args[0] for name, args in tracker.calls if name == "summary")
-    assert summary["report/m@step1000/sst2/demos=2/icl_vs_gd/verdict"] == BELOW
+    assert summary["jobs_done"] == 6 and summary["jobs_failed"] == 1  # the headline is a table
     artifact = next(args for name, args in tracker.calls if name == "log_artifact")
     assert artifact[0] == path
 

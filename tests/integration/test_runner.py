@@ -132,9 +132,10 @@ def test_wandb_offline_run_holds_config_and_summary(smoke, tmp_path: Path) -> No
     (run_dir,) = offline_runs(out)
     info = run_folder(run_dir)
     assert info["group"] == "sweep-1" and info["job_type"] == "gd"
-    assert info["config"]["method"]["name"] == "gd" and "torch" in info["config"]["versions"]
+    assert info["config"]["method"] == "gd" and info["config"]["cfg"]["method"]["name"] == "gd"
+    assert "torch" in info["config"]["versions"]
     m = json.loads((out / "metrics.json").read_text())
-    assert info["summary"]["gd/accuracy"] == pytest.approx(m["accuracy"])
-    assert info["summary"]["gd/train_loss_final"] == pytest.approx(m["train_loss_final"])
-    assert "gd/train_loss" in info["history_keys"]
+    assert info["summary"]["accuracy"] == pytest.approx(m["accuracy"])
+    assert info["summary"]["train_loss_final"] == pytest.approx(m["train_loss_final"])
+    assert "train/loss" in info["history_keys"]
     assert "predictions" in info["summary"] and "gold_prob_hist" in info["summary"]

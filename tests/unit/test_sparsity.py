@@ -126,3 +126,21 @@ def test_fractions_do_not_increase_as_the_threshold_falls() -> None:
     for _, rows in construction.groupby("matrix"):
         fractions = rows.sort_values("threshold", ascending=False)["fraction"].tolist()
         assert fractions == sorted(fractions, reverse=True)
+
+
+def test_update_and_weights_under_the_same_relative_definitions() -> None:
+    from icl_gd.analysis import sparsity as S  # noqa: PLC0415
+
+    w = torch.tensor([[1.0, -1.0], [1.0, -1.0]], dtype=torch.float64)  # std (ddof 1) = 2 / sqrt(3)
+    update = torch.tensor([[1e-3, 0.0], [0.5, 2.0]], dtype=torch.float64)  # max |d| = 2
+    name = "model.layers.0.self_attn.v_proj.weight"
+    df = update_sparsity({name: update}, [1e-2, 0.3], relative=True, reference={name: w})
+    assert list(df.columns) == COLUMNS + S.REFERENCE_COLUMNS
+    at = df.set_index("threshold")
+    # |d| / max|d| = 5e-4, 0, 0.25, 1: below 1e-2 two of four, below 0.3 three
+    assert at.loc[1e-2, "fraction"] == 0.5 and at.loc[0.3, "fraction"] == 0.75
+    # |d| / std(w) = 8.7e-4, 0, 0.43, 1.73: below 1e-2 two, below 0.3 two
+    assert at.loc[1e-2, S.STD_RELATIVE] == 0.5 and at.loc[0.3, S.STD_RELATIVE] == 0.5
+    # the weights themselves: |w| / max|w| = 1 and |w| / std(w) = 0.87 everywhere: nothing below either threshold
+    assert (df[S.WEIGHTS_MAX] == 0).all() and (df[S.WEIGHTS_STD] == 0).all()
+    assert list(update_sparsity({name: update}, [1e-2]).columns) == COLUMNS  # without originals: as before

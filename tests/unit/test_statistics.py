@@ -21,7 +21,9 @@ from icl_gd.metrics.intervals import (
     wilson,
 )
 from icl_gd.sweep import stats
-from icl_gd.sweep.jobs import ORDER_PAIR, Job, find_pairs, unique_jobs
+from icl_gd.sweep.jobs import Job, unique_jobs
+from icl_gd.sweep.pair_types import ORDER_PAIR
+from icl_gd.sweep.pairs import find_pairs
 from icl_gd.sweep.summary import summarize, with_zero_shot_distances
 from icl_gd.sweep.verdicts import ABOVE, BELOW, WITHIN, paired_tests
 

@@ -119,7 +119,7 @@ def test_log_table_histogram_image_artifact(offline: Path, tmp_path: Path) -> No
     (table_file,) = (run_dir / "files" / "media" / "table" / "compare").glob("pairs_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"] == ["query", "label", "topk", "p"]
-    assert table["data"] == [[0, "pos", "[5, 7]", 0.5], [1, "neg", "[9]", 0.25]]  # list cells cast to str
+    assert table["data"] == [[0, "pos", [5, 7], 0.5], [1, "neg", [9], 0.25]]  # list cells stay lists
     assert list((run_dir / "files" / "media" / "images" / "report").glob("curve_*.png"))
     summary = run_folder(run_dir)["summary"]
     assert summary["compare/pairs"]["_type"] == "table-file" and summary["compare/pairs"]["nrows"] == 2
@@ -272,3 +272,155 @@ def test_config_errors_name_the_key_and_allowed_values(tmp_path: Path) -> None:
         make_tracker(
             WANDB_CFG | {"mode": "sometimes"}, output_dir=tmp_path, config={}, group=None, job_type="icl"
         )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What a run is called: flat keys, names, groups, tags (pure; no wandb run)
+
+JOB = {
+    "method": {"name": "icl", "tag": None},
+    "dataset": {"name": "sst2"},
+    "model": {"name": "tiny_random"},
+    "demos": 8,
+    "seed": 0,
+    "order_seed": None,
+    "demo_labels": "original",
+}
+
+
+def test_flat_keys_name_tags_and_job_type_say_what_a_job_is() -> None:
+    flat = tracking.flat_keys(JOB, None)
+    assert flat == {
+        "method": "icl",
+        "method_label": "icl",
+        "dataset": "sst2",
+        "model": "tiny_random",
+        "demos": 8,
+        "seed": 0,
+        "order_seed": None,
+        "demo_labels": "original",
+        "experiment": "adhoc",
+    }
+    assert set(flat) == set(tracking.FLAT_KEYS)
+    template = tracking.DEFAULTS["run_name"]
+    assert tracking.run_name(template, flat, "job0") == "icl-sst2-N8-s0"
+    assert tracking.job_type_of(flat) == "icl"
+    assert tracking.run_tags(flat) == ["adhoc", "sst2", "icl", "tiny_random"]  # distinct: label == method
+
+    floor = tracking.flat_keys({**JOB, "order_seed": 1, "demo_labels": "shuffled"}, "dai")
+    assert tracking.run_name(template, floor, "job1") == "icl-sst2-N8-s0-o1-shuffled"
+    assert tracking.job_type_of(floor) == "icl_order"  # the ICL noise floor is its own job type
+    assert tracking.run_tags(floor) == ["dai", "sst2", "icl", "tiny_random", "order_floor", "shuffled_labels"]
+
+    tagged = tracking.flat_keys({**JOB, "method": {"name": "gd", "tag": "gd_best"}}, None)
+    assert tracking.run_name("{method}:{method_label}:{job}", tagged, "j") == "gd:gd_best:j"
+
+
+def test_job_run_puts_flat_keys_beside_the_tree() -> None:
+    args = tracking.job_run(
+        JOB, {"name": "wandb"}, experiment=None, group="g", job="j", extra={"versions": {}}
+    )
+    assert args["config"]["method"] == "icl" and args["config"]["cfg"]["method"] == JOB["method"]
+    assert args["config"]["versions"] == {} and args["group"] == "g"
+    assert (args["job_type"], args["name"]) == ("icl", "icl-sst2-N8-s0")
+
+
+def test_group_is_the_experiment_and_the_sweeps_start_time(tmp_path: Path) -> None:
+    default = tmp_path / "multirun" / "2026-01-01" / "21-28-21"
+    assert tracking.sweep_label(default) == "2026-01-01_21-28-21"
+    assert tracking.sweep_label(tmp_path / "my_sweep") == "my_sweep"
+    assert tracking.sweep_group(None, default, None) == "adhoc-2026-01-01_21-28-21"
+    assert (
+        tracking.sweep_group({"group": "{sweep}@{experiment}"}, default, "dai") == "2026-01-01_21-28-21@dai"
+    )
+    assert tracking.sweep_group({"group": "fixed"}, default, "dai") == "fixed"
+
+
+def test_a_template_with_an_unknown_field_names_the_key_and_the_fields() -> None:
+    with pytest.raises(ConfigError, match=r"logger\.group=.*\{experiment\}, \{sweep\}"):
+        tracking.sweep_group({"group": "{date}"}, Path("s"), None)
+    with pytest.raises(ConfigError, match=r"logger\.run_name=.*\{method\}.*\{job\}"):
+        tracking.run_name("{lr}", tracking.flat_keys(JOB, None), "j")
+
+
+def test_stable_ids_and_artifact_names(tmp_path: Path) -> None:
+    a = tracking.stable_run_id("compare", tmp_path / "s")
+    assert a == tracking.stable_run_id("compare", tmp_path / "x" / ".." / "s")  # the resolved folder
+    assert a != tracking.stable_run_id("compare", tmp_path / "t") and a.startswith("compare-")
+    assert len(a) == len("compare-") + 12
+    long = tracking.predictions_artifact("g" * 100, "method=gd,lr=" + "1" * 100)
+    assert len(long) == 128 and long.startswith("predictions-ggg")
+    assert long != tracking.predictions_artifact("g" * 100, "method=gd,lr=" + "1" * 99)
+    assert tracking.predictions_artifact(None, "method=gd,seed=0") == "predictions-method-gd-seed-0"
+
+
+def test_run_id_of_reads_the_newest_run_folder(tmp_path: Path) -> None:
+    assert tracking.run_id_of(tmp_path) is None
+    for name in ("offline-run-20260101_000000-old1", "offline-run-20260102_000000-compare-abc", "run-x"):
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+    assert tracking.run_id_of(tmp_path) == "compare-abc"  # ids may hold dashes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Honest runs: exit codes, fixed bins, stable ids, one fallback and one hint per process
+
+
+def test_histogram_bins_are_fixed_on_the_unit_interval(offline: Path) -> None:
+    t = make(offline, logger_cfg=WANDB_CFG | {"hist_bins": 4})
+    t.log_histogram("gold_prob_hist", [0.1, 0.2, 0.3, 0.9, float("nan")], bounds=tracking.PROB_RANGE)
+    t.finish(exit_code=1)
+    info = run_folder(offline_runs(offline)[0])
+    assert info["exit_code"] == 1
+    assert info["summary"]["gold_prob_hist"]["bins"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert info["summary"]["gold_prob_hist"]["values"] == [2, 1, 0, 1]
+    assert info["metrics"] == {"train/step": "", "train/*": "train/step"}  # train curves against train/step
+
+
+def test_a_stable_id_resumes_one_run_and_drops_the_superseded_offline_copy(offline: Path) -> None:
+    rid = tracking.stable_run_id("compare", offline)
+    for value in (1.0, 2.0):
+        t = make(offline, job_type="compare", run_id=rid)
+        t.summary({"n_pairs": value})
+        t.use_artifact("predictions-x", type="predictions")  # offline: no lineage, and no error
+        assert t._failures == 0
+        t.finish()
+    (run_dir,) = offline_runs(offline)
+    info = run_folder(run_dir)
+    assert info["run_id"] == rid and info["summary"]["n_pairs"] == 2.0
+
+
+def test_after_one_failed_online_init_the_process_stays_offline(
+    offline: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_init, modes = wandb.init, []
+
+    def unreachable_when_online(*args: Any, **kwargs: Any) -> Any:
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] == "online":
+            raise TimeoutError("unreachable")
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", unreachable_when_online)
+    online = WANDB_CFG | {"mode": "online"}
+    for job in ("a", "b", "c"):
+        make(offline / job, logger_cfg=online).finish()
+    assert modes == ["online", "offline", "offline", "offline"]  # one wait, not three
+    assert sum("every later W&B run of this process starts offline" in m for m in caplog.messages) == 1
+
+
+def test_the_sync_hint_is_said_once_per_sweep_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="icl_gd.tracking")
+    sweep = tmp_path / "sweep"
+    for d in ("wandb/offline-run-20260101_000000-c", "job/wandb/offline-run-20260101_000000-j"):
+        (sweep / d).mkdir(parents=True)
+    tracking.sync_hint(sweep)
+    tracking.sync_hint(sweep)
+    hints = [m for m in caplog.messages if "wandb sync" in m]
+    assert hints == [
+        f"W&B offline runs of {sweep}; upload them with: wandb sync {sweep}/wandb/offline-run-* "
+        f"{sweep}/*/wandb/offline-run-*"
+    ]
+    tracking.sync_hint(tmp_path / "empty")  # no offline run: nothing to say
+    assert len([m for m in caplog.messages if "wandb sync" in m]) == 1

@@ -1,0 +1,54 @@
+"""What a job says on the console (a non-interactive log): step progress of a gd job, one end line per job with
+a short label and its folder relative to the sweep, an error said once, nothing of progress with progress=false."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import run_py
+
+TINY = ["model=tiny_random", "logger=none", "eval.n_queries=2"]
+STEP_LINE = re.compile(r"train: +100% 16/16 \[.*step/s, loss=[0-9.]+\]")
+
+
+@pytest.mark.slow
+def test_a_gd_job_shows_its_steps_and_one_end_line(tmp_path: Path) -> None:
+    job = tmp_path / "gd"
+    proc = run_py(*TINY, "method=gd", "demos=4", "method.epochs=4", f"hydra.run.dir={job}")
+    out = proc.stdout + proc.stderr
+    assert STEP_LINE.search(out), out[-2000:]
+    assert STEP_LINE.search((job / "icl-gd.log").read_text())  # the job's log file too
+    (end,) = [line for line in out.splitlines() if " done in " in line]
+    assert re.search(
+        rf"job done in [0-9.]+ s: gd present_past N=4 seed=0, label_accuracy=0\.\d+ \[{job}\]", end
+    )
+    quiet = run_py(
+        *TINY, "method=gd", "demos=4", "method.epochs=4", "progress=false", f"hydra.run.dir={job}_q"
+    )
+    assert "icl_gd.progress" not in quiet.stdout + quiet.stderr
+
+
+@pytest.mark.slow
+def test_sweep_jobs_are_numbered_and_named_relative_to_the_sweep(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_py("-m", *TINY, "method=zeroshot,icl", "demos=1", f"hydra.sweep.dir={sweep}")
+    ends = [
+        line.split(" - ", 1)[1] for line in (proc.stdout + proc.stderr).splitlines() if " done in " in line
+    ]
+    assert len(ends) == 2
+    for i, (line, method) in enumerate(zip(ends, ("zeroshot", "icl"), strict=True)):
+        assert line.startswith(f"job {i + 1}/2 done in ") and f": {method} present_past N=1 seed=0," in line
+        folder = line.rsplit("[", 1)[1].rstrip("]")
+        assert "/" not in folder and (sweep / folder / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_config_error_is_said_once(tmp_path: Path) -> None:
+    proc = run_py(*TINY, "method=gd", "method.lr=-1", f"hydra.run.dir={tmp_path / 'bad'}", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out
+    errors = [line for line in out.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "ConfigError" in errors[0], out[-2000:]

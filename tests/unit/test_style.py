@@ -1,0 +1,73 @@
+"""The shared figure style: one fixed colour and marker per method and pair whatever else a figure holds, every
+line style with markers, the legend outside the panels, PNG and PDF written side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+
+from icl_gd import style as S
+
+PDF_MAGIC = b"%PDF"
+PNG_MAGIC = b"\x89PNG"
+
+
+def test_a_method_keeps_its_colour_and_marker_whatever_the_figure_holds() -> None:
+    one = S.colors(["zeroshot", "icl", "gd"])
+    other = S.colors(["gd", "lora"])
+    assert one["gd"] == other["gd"] == S.METHOD_COLORS["gd"] == S.OKABE_ITO["vermillion"]
+    assert one["icl"] == S.OKABE_ITO["blue"] and one["zeroshot"] == S.OKABE_ITO["green"]
+    assert S.method_style("icl") == {"color": S.OKABE_ITO["blue"], "marker": "o"}
+    # a variant keeps gd's marker, with a colour of its own fixed by its name (never a method's)
+    variant = S.method_style("gd(lr=0.001)")
+    assert variant["marker"] == "s" and variant == S.method_style("gd(lr=0.001)")
+    assert variant["color"] not in S.METHOD_COLORS.values()
+
+
+def test_a_pair_against_icl_takes_the_other_methods_look() -> None:
+    assert S.pair_style("icl vs gd") == S.method_style("gd")
+    assert S.pair_style("icl vs zeroshot") == S.method_style("zeroshot")
+    control = S.pair_style("icl vs gd on shuffled labels (control)")
+    assert control == S.method_style("gd")  # drawn dotted and hollow by the figure
+    other = S.pair_style("gd vs zeroshot")
+    assert other == S.pair_style("gd vs zeroshot") and other["color"] not in S.METHOD_COLORS.values()
+
+
+def test_labels_of_one_figure_get_distinct_colours_fixed_by_name() -> None:
+    names = [f"learned_{i}" for i in range(11)]
+    assert len(set(S.colors(names).values())) == len(names)
+    assert S.colors(["noise=0", "noise=0.5"]) == S.colors(["noise=0.5", "noise=0"])
+
+
+def test_every_line_style_draws_markers_so_a_single_point_shows() -> None:
+    assert all(style["marker"] for style in S.STYLES.values())
+    assert S.MARKER_SIZE >= 5 and S.LEGEND_SIZE >= 8 and S.TICK_SIZE >= 8 and S.DPI >= 150
+
+
+def test_save_writes_png_and_pdf_with_the_legend_right_of_the_panels(tmp_path: Path) -> None:
+    fig, axes = S.figure(1, 2, "a title long enough to wrap over a two-panel figure " * 2)
+    for ax in axes.flat:
+        ax.plot([1], [0.5], label="icl", **S.method_style("icl"))
+        ax.plot([1], [0.4], label="gd", **S.method_style("gd"))
+    width = fig.get_figwidth()
+    S.outside_legend(fig, axes.flat)
+    assert fig.get_figwidth() > width  # the panels keep their size
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["icl", "gd"]  # once each
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert all(legend.x0 >= ax.get_window_extent().x1 for ax in axes.flat)
+    assert "\n" in fig.get_suptitle()
+    path = S.save(fig, tmp_path / "f.png")
+    assert path.read_bytes()[:4] == PNG_MAGIC and path.with_suffix(".pdf").read_bytes()[:4] == PDF_MAGIC
+    assert not plt.get_fignums()
+
+
+@pytest.mark.parametrize("name", ["lsa", ""])
+def test_no_legend_without_labels(name: str) -> None:
+    fig, axes = S.figure(1, 1)
+    axes[0][0].plot([0, 1], [0, 1], label=name or None)
+    S.outside_legend(fig, axes.flat)
+    assert len(fig.legends) == (1 if name else 0)
+    plt.close(fig)
