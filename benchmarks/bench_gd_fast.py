@@ -34,13 +34,39 @@ from benchmarks.common import compose, gd_batch, icl_inputs, timed
 log = logging.getLogger("icl_gd.bench")
 
 DATASET, N_DEMOS = "present_past", 8  # the gd job of `make demo`
-WEIGHT_TOL = 1e-4  # max |d weight| between the ways (Adam divides by sqrt(v): tiny gradients amplify rounding)
+WEIGHT_TOL = (
+    1e-4  # max |d weight| between the ways (Adam divides by sqrt(v): tiny gradients amplify rounding)
+)
 LOGP_TOL = 1e-3  # max |d log p| of the predictions between the ways
-BYTES_PER_ADAM_PARAM = 7 * 4  # float32: param read+write, grad read, exp_avg read+write, exp_avg_sq read+write
+BYTES_PER_ADAM_PARAM = (
+    7 * 4
+)  # float32: param read+write, grad read, exp_avg read+write, exp_avg_sq read+write
 COPY_FLOATS = 1 << 26  # 256 MiB float32 tensors for the bandwidth measure
 EVAL_AT = (2, 4, 6, 8)  # the 4 trajectory points (full-batch steps)
 N_SELECT = 20  # selection queries answered at each trajectory point
 GRID_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
+GRAD_SCALE, LR = (
+    1e-3,
+    1e-4,
+)  # the optimizer measure's random gradients and its learning rate (weights restored)
+FLOAT32_BYTES = 4
+HALF_ULPS = 2  # bf16/fp16 weights: two roundings apart at most
+
+
+def _sync() -> None:
+    """Wait for the GPU (a CUDA timing must include the queued kernels); nothing on a CPU."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _timed(fn):
+    def synced():
+        out = fn()
+        _sync()
+        return out
+
+    _sync()
+    return timed(synced)
 
 
 def _setup(overrides: list[str]):
@@ -56,18 +82,31 @@ def _train(lm, batch, method, steps: int, fast: bool, keep: bool = False, **kw):
 
     params = finetune.select_parameters(lm.model, method)
     with finetune.restoring(params):
-        t, _ = timed(lambda: finetune.train(lm.model, lm.tokenizer, batch, params, method, 0, steps=steps, fast=fast, **kw))
-        trained = {n: p.detach().clone() for n, p in params.items()} if keep else None
+        t, _ = _timed(
+            lambda: finetune.train(
+                lm.model, lm.tokenizer, batch, params, method, 0, steps=steps, fast=fast, **kw
+            )
+        )
+        trained = {n: p.detach().to("cpu", copy=True) for n, p in params.items()} if keep else None
     return t, trained
 
 
 def _max_diff(a: dict, b: dict) -> float:
-    return max(float((a[n] - b[n]).abs().max()) for n in a)
+    return max(float((a[n].float() - b[n].float()).abs().max()) for n in a)
 
 
-def step(steps: int = 8, repeats: int = 3) -> dict:
-    cfg, lm = _setup([])
-    batch = gd_batch(DATASET, N_DEMOS)
+def _tolerance(weights: dict) -> float:
+    """WEIGHT_TOL, or for half-precision weights HALF_ULPS of their rounding step at the largest weight."""
+    w = next(iter(weights.values()))
+    if w.dtype not in (torch.float16, torch.bfloat16):
+        return WEIGHT_TOL
+    top = max(float(t.float().abs().max()) for t in weights.values())
+    return max(WEIGHT_TOL, HALF_ULPS * torch.finfo(w.dtype).eps * top)
+
+
+def step(steps: int = 8, repeats: int = 2, model: list[str] = ()) -> dict:
+    cfg, lm = _setup(list(model))
+    batch = gd_batch(DATASET, N_DEMOS, tokenizer=lm.tokenizer)
     _train(lm, batch, cfg.method, 1, True)  # warm-up: first-touch allocations, kernels
     plain, fast = [], []
     diff = None
@@ -77,10 +116,10 @@ def step(steps: int = 8, repeats: int = 3) -> dict:
         plain.append(tp)
         fast.append(tf)
         if r == 0:
-            diff = _max_diff(wp, wf)
+            diff, tol = _max_diff(wp, wf), _tolerance(wp)
             del wp, wf
-    if diff > WEIGHT_TOL:
-        raise AssertionError(f"fast and plain GD trained different weights: max |d w| {diff:.2e} > {WEIGHT_TOL}")
+    if diff > tol:
+        raise AssertionError(f"fast and plain GD trained different weights: max |d w| {diff:.2e} > {tol:.1e}")
     out = {
         "ratio": min(plain) / min(fast),
         "plain_s": min(plain),
@@ -91,40 +130,49 @@ def step(steps: int = 8, repeats: int = 3) -> dict:
         "max_abs_dweight": diff,
         "params": sum(p.numel() for p in lm.model.parameters()),
     }
-    log.info("gd step: plain %.2fs, fast %.2fs for %d steps -> x%.2f (max |dw| %.1e)", min(plain), min(fast), steps, out["ratio"], diff)
+    log.info(
+        "gd step: plain %.2fs, fast %.2fs for %d steps -> x%.2f (max |dw| %.1e)",
+        min(plain),
+        min(fast),
+        steps,
+        out["ratio"],
+        diff,
+    )
     return out
 
 
-def copy_bandwidth(repeats: int = 5) -> float:
+def copy_bandwidth(repeats: int = 5, device: torch.device | str = "cpu") -> float:
     """Bytes per second of a large float32 tensor copy (read + write counted)."""
-    a, b = torch.ones(COPY_FLOATS), torch.empty(COPY_FLOATS)
+    a, b = torch.ones(COPY_FLOATS, device=device), torch.empty(COPY_FLOATS, device=device)
     b.copy_(a)
-    best = min(timed(lambda: b.copy_(a))[0] for _ in range(repeats))
+    best = min(_timed(lambda: b.copy_(a))[0] for _ in range(repeats))
     return 2 * a.numel() * a.element_size() / best
 
 
-def optimizer(repeats: int = 5) -> dict:
-    """One fused Adam step over all of SmolLM2's parameters against streaming its state once."""
-    _, lm = _setup([])
-    params = [p for p in lm.model.parameters()]
+def optimizer(repeats: int = 5, model: list[str] = (), params_set: str = "all") -> dict:
+    """One fused Adam step over the model's parameters (SmolLM2's, all) against streaming its state once."""
+    from icl_gd.methods import finetune  # noqa: PLC0415
+
+    cfg, lm = _setup([*model, f"method.params={params_set}"])
+    params = list(finetune.select_parameters(lm.model, cfg.method).values())
     saved = [p.detach().clone() for p in params]
     try:
         for p in params:
-            p.grad = torch.full_like(p, 1e-3)
-        fused = torch.optim.Adam(params, lr=1e-12, fused=True)
-        plain = torch.optim.Adam(params, lr=1e-12)
+            p.grad = torch.randn_like(p) * GRAD_SCALE
+        fused = torch.optim.Adam(params, lr=LR, fused=True)
+        plain = torch.optim.Adam(params, lr=LR)
         fused.step()  # the moments are allocated at the first step
         plain.step()
-        t_fused = min(timed(fused.step)[0] for _ in range(repeats))
-        t_plain = min(timed(plain.step)[0] for _ in range(max(1, repeats // 2)))
+        t_fused = min(_timed(fused.step)[0] for _ in range(repeats))
+        t_plain = min(_timed(plain.step)[0] for _ in range(max(1, repeats // 2)))
     finally:
         with torch.no_grad():
             for p, s in zip(params, saved, strict=True):
                 p.copy_(s)
                 p.grad = None
     n = sum(p.numel() for p in params)
-    bw = copy_bandwidth()
-    floor = n * BYTES_PER_ADAM_PARAM / bw
+    bw = copy_bandwidth(device=params[0].device)
+    floor = n * BYTES_PER_ADAM_PARAM * params[0].element_size() // FLOAT32_BYTES / bw
     out = {
         "ratio": t_fused / floor,
         "fused_step_s": t_fused,
@@ -133,23 +181,34 @@ def optimizer(repeats: int = 5) -> dict:
         "copy_gb_per_s": bw / 1e9,
         "params": n,
     }
-    log.info("adam step: fused %.3fs, default %.3fs, floor %.3fs (%.1f GB/s) -> x%.2f of the floor", t_fused, t_plain, floor, bw / 1e9, out["ratio"])
+    log.info(
+        "adam step: fused %.3fs, default %.3fs, floor %.3fs (%.1f GB/s) -> x%.2f of the floor",
+        t_fused,
+        t_plain,
+        floor,
+        bw / 1e9,
+        out["ratio"],
+    )
     return out
 
 
-def trajectory(repeats: int = 1) -> dict:
+def trajectory(repeats: int = 1, model: list[str] = (), params_set: str = "all") -> dict:
     """gd_search's scoring: one training scored at 4 steps vs a training per step."""
     from icl_gd.methods import finetune  # noqa: PLC0415
     from icl_gd.methods.predict import predict  # noqa: PLC0415
 
-    cfg, lm = _setup(["method.batch_size=all"])
-    batch = gd_batch(DATASET, N_DEMOS)
+    cfg, lm = _setup([*model, "method.batch_size=all", f"method.params={params_set}"])
+    batch = gd_batch(DATASET, N_DEMOS, tokenizer=lm.tokenizer)
     queries = icl_inputs(DATASET, 0, N_SELECT, seed=1)
     pad = lm.tokenizer.pad_token_id
 
     def evaluate(store: list):
-        p = predict(lm.model, lm.tokenizer, queries.prompts, queries.answers, queries.label_words, 10, 8, False)
-        store.append((torch.log(p.topk_probs.clamp_min(1e-30)), finetune.mean_demo_loss(lm.model, batch, pad)))
+        p = predict(
+            lm.model, lm.tokenizer, queries.prompts, queries.answers, queries.label_words, 10, 8, False
+        )
+        store.append(
+            (torch.log(p.topk_probs.clamp_min(1e-30)), finetune.mean_demo_loss(lm.model, batch, pad))
+        )
 
     def project() -> list:
         got: list = []
@@ -163,9 +222,9 @@ def trajectory(repeats: int = 1) -> dict:
         return got
 
     _train(lm, batch, cfg.method, 1, True)  # warm-up
-    t_naive, naive = min((timed(lambda: retrain(False)) for _ in range(repeats)), key=lambda x: x[0])
-    t_proj, proj = min((timed(project) for _ in range(repeats)), key=lambda x: x[0])
-    t_same, same = min((timed(lambda: retrain(True)) for _ in range(repeats)), key=lambda x: x[0])
+    t_naive, naive = min((_timed(lambda: retrain(False)) for _ in range(repeats)), key=lambda x: x[0])
+    t_proj, proj = min((_timed(project) for _ in range(repeats)), key=lambda x: x[0])
+    t_same, same = min((_timed(lambda: retrain(True)) for _ in range(repeats)), key=lambda x: x[0])
     dlogp = max(float((a[0] - b[0]).abs().max()) for a, b in zip(naive, proj, strict=True))
     dloss = max(abs(a[1] - b[1]) for a, b in zip(naive, proj, strict=True))
     exact = max(float((a[0] - b[0]).abs().max()) for a, b in zip(same, proj, strict=True))
@@ -183,16 +242,24 @@ def trajectory(repeats: int = 1) -> dict:
         "max_abs_dlogp_vs_fast_retrain": exact,
         "max_abs_dloss": dloss,
     }
-    log.info("trajectory: 4 plain retrains %.1fs, 4 fast %.1fs, one trajectory %.1fs -> x%.2f (x%.2f same step)", t_naive, t_same, t_proj, out["ratio"], out["ratio_same_step"])
+    log.info(
+        "trajectory: 4 plain retrains %.1fs, 4 fast %.1fs, one trajectory %.1fs -> x%.2f (x%.2f same step)",
+        t_naive,
+        t_same,
+        t_proj,
+        out["ratio"],
+        out["ratio_same_step"],
+    )
     return out
 
 
-def grid(steps: int = 8, repeats: int = 2) -> dict:
+def grid(steps: int = 4, repeats: int = 1, model: list[str] = ()) -> dict:
     """4 learning rates of one parameter set trained together vs one by one (both with the fast step)."""
-    from icl_gd.methods import finetune, grid as G  # noqa: PLC0415
+    from icl_gd.methods import finetune  # noqa: PLC0415
+    from icl_gd.methods import grid as G  # noqa: PLC0415
 
-    cfg, lm = _setup(["method.batch_size=all", "method.params=attn_kv"])
-    batch = gd_batch(DATASET, N_DEMOS)
+    cfg, lm = _setup([*model, "method.batch_size=all", "method.params=attn_kv"])
+    batch = gd_batch(DATASET, N_DEMOS, tokenizer=lm.tokenizer)
     nodes = [OmegaConf.merge(cfg.method, {"lr": lr}) for lr in GRID_LRS]
 
     def sequential():
@@ -207,12 +274,12 @@ def grid(steps: int = 8, repeats: int = 2) -> dict:
     _train(lm, batch, cfg.method, 1, True)  # warm-up
     seq, grd = [], []
     for _ in range(repeats):
-        ts, ws = timed(sequential)
-        tg, wg = timed(together)
+        ts, ws = _timed(sequential)
+        tg, wg = _timed(together)
         seq.append(ts)
         grd.append(tg)
     diff = max(_max_diff(a, b) for a, b in zip(ws, wg, strict=True))
-    if diff > WEIGHT_TOL:
+    if diff > _tolerance(ws[0]):
         raise AssertionError(f"grid and one-by-one trained different weights: max |d w| {diff:.2e}")
     out = {
         "ratio": min(seq) / min(grd),
@@ -223,7 +290,14 @@ def grid(steps: int = 8, repeats: int = 2) -> dict:
         "steps": steps,
         "max_abs_dweight": diff,
     }
-    log.info("grid of %d lrs: one by one %.1fs, together %.1fs -> x%.2f (max |dw| %.1e)", len(GRID_LRS), min(seq), min(grd), out["ratio"], diff)
+    log.info(
+        "grid of %d lrs: one by one %.1fs, together %.1fs -> x%.2f (max |dw| %.1e)",
+        len(GRID_LRS),
+        min(seq),
+        min(grd),
+        out["ratio"],
+        diff,
+    )
     return out
 
 

@@ -76,8 +76,14 @@ def icl_inputs(dataset: str, n_demos: int, n_queries: int, seed: int = 0) -> Job
     """The prompts an icl job of (dataset, demos, seed) builds, through the project's own data code."""
     from omegaconf import OmegaConf  # noqa: PLC0415
 
-    from icl_gd.data import resolve_data_dir  # noqa: PLC0415
-    from icl_gd.data import Template, load_splits, order_demos, sample_demos, sample_queries  # noqa: PLC0415
+    from icl_gd.data import (  # noqa: PLC0415
+        Template,
+        load_splits,
+        order_demos,
+        resolve_data_dir,  # noqa: PLC0415
+        sample_demos,
+        sample_queries,
+    )
     from icl_gd.data.prompts import build_prompt  # noqa: PLC0415
 
     cfg = compose([f"dataset={dataset}", f"demos={n_demos}", f"eval.n_queries={n_queries}", f"seed={seed}"])
@@ -93,21 +99,26 @@ def icl_inputs(dataset: str, n_demos: int, n_queries: int, seed: int = 0) -> Job
     return JobInputs([build_prompt(context, p, ds.separator) for p, _ in fmt], [a for _, a in fmt], conts)
 
 
-def gd_batch(dataset: str, n_demos: int, seed: int = 0, model: str | None = None) -> list[tuple[list[int], list[int]]]:
+def gd_batch(dataset: str, n_demos: int, seed: int = 0, tokenizer=None) -> list[tuple[list[int], list[int]]]:
     """The training batch a gd job of (dataset, demos, seed) trains on: each demo formatted alone as a query with
-    its answer (MethodInputs.training_batch), tokenised by the model's tokenizer."""
-    from icl_gd.data import resolve_data_dir  # noqa: PLC0415
-    from icl_gd.data import Template, load_splits, order_demos, sample_demos  # noqa: PLC0415
+    its answer (MethodInputs.training_batch), tokenised by `tokenizer` (default: the default model's)."""
+    from icl_gd.data import (  # noqa: PLC0415
+        Template,
+        load_splits,
+        order_demos,
+        resolve_data_dir,  # noqa: PLC0415
+        sample_demos,
+    )
     from icl_gd.methods import finetune  # noqa: PLC0415
     from icl_gd.models import load_model  # noqa: PLC0415
 
-    cfg = compose([f"dataset={dataset}", f"demos={n_demos}", f"seed={seed}", *([f"model={model}"] if model else [])])
+    cfg = compose([f"dataset={dataset}", f"demos={n_demos}", f"seed={seed}"])
     ds = cfg.dataset
     template = Template(ds.template, list(ds.text_fields))
     splits = load_splits(ds, resolve_data_dir(cfg))
     demos = order_demos(sample_demos(splits.pool, n_demos, seed, ds.name, cfg.demo_sampling), cfg.order_seed)
     fmt = [template.query(d.fields, d.answer) for d in demos]
-    tok = load_model(cfg.model).tokenizer
+    tok = tokenizer if tokenizer is not None else load_model(cfg.model).tokenizer
     return finetune.build_batch(tok, [q for q, _ in fmt], [a for _, a in fmt], cfg.model.add_bos)
 
 

@@ -261,6 +261,7 @@ def write_readme(results: dict[str, Any]) -> None:
         notes.append(
             f"- ICL job (agnews, 8 demos, 50 queries): peak RSS {x['peak_rss_gib']:.2f} GiB, {x['wall_s']:.0f} s."
         )
+    notes += _gd_notes(d)
     gpu = d.get("gpu_llama7b_random_init", {})
     if gpu and "skipped" not in gpu:
         notes.append(
@@ -287,9 +288,103 @@ Sizes: the ICL measures run the cached way on all 200 queries and the naive way 
 (50 queries at 8 demos, 12 at 32), scaled per query to 200; `--full` runs the naive way on all 200 (about
 10 more minutes here). The multirun uses demos 1 and 2 with 20 queries per job so that its 24 jobs fit in about a
 minute. Scripts: `bench_icl.py`, `bench_gd.py`, `bench_load.py`, `bench_multirun.py`, `bench_flops.py`,
-`bench_rss.py`, `bench_linreg.py`, `bench_gpu.py`; each runs alone with `python -m benchmarks.<name>`.
-"""
+`bench_rss.py`, `bench_linreg.py`, `bench_gd_fast.py`, `bench_scaling.py`, `bench_gpu.py`; each runs alone with
+`python -m benchmarks.<name>`.
+{_scaling_section(d.get("scaling", {}))}"""
     README.write_text(text)
+
+
+def _gd_notes(d: dict[str, Any]) -> list[str]:
+    """The README lines of the GD measures (bench_gd_fast.py)."""
+    notes = []
+    x = d.get("gd_step_vs_plain", {})
+    if "plain_s" in x:
+        notes.append(
+            f"- GD step: {x['steps']} steps of the gd defaults (Adam, all {x['params'] / 1e6:.0f}M parameters, one demo "
+            f"a step, clip 1.0) in {x['plain_s']:.1f} s plain ({x['plain_s_per_step']:.2f} s a step) vs "
+            f"{x['fast_s']:.1f} s fast ({x['fast_s_per_step']:.2f} s a step); max |d w| {x['max_abs_dweight']:.1e}. "
+            "Untied embedding rows no demo touches keep a zero gradient and zero Adam state, so their update is "
+            "exactly zero both ways (weight_decay 0); the fused kernel still streams them."
+        )
+    x = d.get("gd_optimizer_vs_memory_floor", {})
+    if "fused_step_s" in x:
+        notes.append(
+            f"- Adam step over {x['params'] / 1e6:.0f}M parameters: fused {x['fused_step_s']:.3f} s, default "
+            f"{x['default_step_s']:.3f} s; streaming 28 bytes a parameter once at the measured copy bandwidth "
+            f"({x['copy_gb_per_s']:.1f} GB/s) takes {x['floor_s']:.3f} s."
+        )
+    x = d.get("gd_trajectory_vs_retrain", {})
+    if "trajectory_s" in x:
+        notes.append(
+            f"- Trajectory (eval_at {x['eval_at']}, full batch, {x['selection_queries']} selection queries a point): "
+            f"4 plain trainings {x['retrain_plain_s']:.1f} s, 4 fast {x['retrain_fast_s']:.1f} s, one fast training "
+            f"scored along the way {x['trajectory_s']:.1f} s (x{x['ratio_same_step']:.2f} from the trajectory "
+            f"alone, the rest from the fast step); max |d log p| {x['max_abs_dlogp_vs_plain']:.1e}."
+        )
+    x = d.get("gd_grid_vs_sequential", {})
+    if "grid_s" in x:
+        notes.append(
+            f"- Grid: lrs {x['lrs']} on {x['params']}, {x['steps']} full-batch steps: one by one (fast step) "
+            f"{x['sequential_s']:.1f} s, together {x['grid_s']:.1f} s; max |d w| {x['max_abs_dweight']:.1e}."
+        )
+    return notes
+
+
+def _scaling_section(x: dict[str, Any]) -> str:
+    """The scaling curves' figure and table (bench_scaling.py), or a line saying they were not run."""
+    if "demos" not in x:
+        return "\n## Scaling: how cost grows\n\nNot run yet (`python -m benchmarks.run --only scaling`).\n"
+    dm, sz = x["demos"], x["sizes"]
+
+    def cell(r: dict, k: str) -> str:
+        if k in r:
+            return _fmt(r[k])
+        return f"({_fmt(r[k + '_extrapolated'])})" if k + "_extrapolated" in r else "-"
+
+    rows = "\n".join(
+        f"| {r['demos']} | {r['prompt_tokens']} | {cell(r, 'icl_cached_s')} | {cell(r, 'icl_naive_s')} | "
+        f"{cell(r, 'gd_s')} | {cell(r, 'icl_peak_rss_gib')} | {cell(r, 'icl_planned_gib')} |"
+        for r in dm["rows"]
+    )
+    sizes = "\n".join(
+        f"| {r['size']} | {r['params'] / 1e6:.0f}M | {_fmt(r['load_s'])} | {_fmt(r['icl_job_s'])} | "
+        f"{_fmt(r['gd_2_steps_s'])} ({r['gd_params']}) |"
+        for r in sz["rows"]
+    )
+    ends = dm.get("context_ends_at_demos")
+    where = (
+        f"the prompt passes the model's context ({dm['context_tokens']} tokens) at N = {ends}"
+        if ends
+        else f"every N up to {dm['rows'][-1]['demos']} fits the model's context ({dm['context_tokens']} tokens)"
+    )
+    return f"""
+## Scaling: how cost grows
+
+![scaling curves: time and memory against demos and model size](scaling.png)
+
+`bench_scaling.py` ({x.get("demos_s", 0) + x.get("sizes_s", 0):.0f} s here). SmolLM2 on {dm["dataset"]},
+{dm["queries"]} queries a job (the naive way timed on {dm["naive_queries_measured"]} and scaled); GD: the fast step,
+{dm["gd_epochs"]} epoch of one demo a step then the queries zero-shot, measured up to N = {dm.get("gd_max_measured")}
+(beyond: the per-demo fit, in parentheses). Peak RSS: the answering pass's high-water mark, beside the memory plan.
+
+Fitted growth (log-log slope, time ~ N^k): ICL cached k = {dm["slope_icl_cached"]:.2f}, ICL naive
+k = {dm["slope_icl_naive"]:.2f}, GD k = {dm["slope_gd"]:.2f} ({dm["gd_s_per_demo_epoch"]:.2f} s per demo and epoch),
+ICL peak RSS k = {dm["slope_icl_peak_rss"]:.2f}. Expected: the cached way pays the prefix once (~ linear in
+the prefix length, plus the queries' attention to it: k <= 1), the naive way pays it per query (~ queries x
+prefix, k >= 1 as each forward grows with its length); GD is linear in N (one step a demo, k ~ 1) on top of the
+fixed cost of answering the queries. {where[0].upper() + where[1:]}.
+
+| N | prompt tokens | ICL cached s | ICL naive s | GD s | ICL peak RSS GiB | planned GiB |
+| --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+Model size (random-init SmolLM2 architectures, {sz["demos"]} demos, {sz["queries"]} queries; ICL time ~
+params^{sz["slope_icl_vs_params"]:.2f}):
+
+| size | parameters | load s | ICL job s | GD 2 steps s |
+| --- | --- | --- | --- | --- |
+{sizes}
+"""
 
 
 def main(argv: list[str] | None = None) -> int:

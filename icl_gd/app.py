@@ -52,19 +52,13 @@ def main(cfg: DictConfig) -> None:
     except Exception as e:  # recorded in status.json where a job folder exists; said here in any case
         log.error("%s: %s (see %s in the job folder for the traceback)", type(e).__name__, e, "status.json")
         sys.exit(EXIT_FAILED)
-    if (
-        _status_time(out) != before and metrics
-    ):  # ran now (a skipped job's status is as it was: runner said so)
-        tag = progress.job_tag(hc.job.num if multirun else None)
-        where = out.name if multirun else str(out)  # a sweep's job folders are relative to the sweep folder
-        log.info(
-            "%s done in %.1f s: %s%s [%s]",
-            tag,
-            time.monotonic() - started,
-            job_label(cfg),
-            _shown(metrics),
-            where,
-        )
+    # ran now (a skipped job's status.json is untouched, and the runner said it skipped it)
+    if _status_time(out) != before and metrics:
+        took = time.monotonic() - started
+        if multirun:  # the job folder, relative to the sweep folder, is its short label
+            log.info("%s done in %.1f s: %s%s", progress.job_tag(hc.job.num), took, out.name, _shown(metrics))
+        else:
+            log.info("job done in %.1f s: %s%s -> %s", took, job_label(cfg), _shown(metrics), out)
 
 
 def job_label(cfg: DictConfig) -> str:
@@ -81,7 +75,7 @@ def job_label(cfg: DictConfig) -> str:
 def _shown(metrics: dict) -> str:
     """The headline metric of a job's end line: label accuracy (else top-1 accuracy), nothing for other jobs."""
     key = next((k for k in SHOWN_METRICS if isinstance(metrics.get(k), int | float)), None)
-    return f", {key}={metrics[key]:.{METRIC_DIGITS}f}" if key else ""
+    return f" ({key}={metrics[key]:.{METRIC_DIGITS}f})" if key else ""
 
 
 def _status_time(out: Path) -> float | None:

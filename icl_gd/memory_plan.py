@@ -38,14 +38,21 @@ from icl_gd.errors import ConfigError
 log = logging.getLogger(__name__)
 
 GIB = 2**30
-BASELINE_BYTES = int(0.55 * GIB)  # a job process before its model: Python, torch, transformers, pandas, the data
+KIB = 2**10
+BASELINE_BYTES = int(
+    0.55 * GIB
+)  # a job process before its model: Python, torch, transformers, pandas, the data
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)  # the CUDA context and kernels of a GPU job
 # activations saved for the backward, per token and layer, in units of hidden_size (Llama: the inputs of the 7
 # projections and of the norms, q/k/v, the attention output, and the MLP's gate/up/act in intermediate units)
 ACT_PER_TOKEN_LAYER = 16
 FORWARD_ACT_COPIES = 6  # live (tokens x max(hidden, intermediate)) tensors of one no-grad forward
-LOGIT_COPIES = 4  # float32 (batch x vocabulary) tensors predict() holds (logits, log-softmax, probs, top-k work)
-CHARS_PER_TOKEN = 3  # a prompt's length in tokens from its characters, before the tokenizer is loaded (BPE: ~4)
+LOGIT_COPIES = (
+    4  # float32 (batch x vocabulary) tensors predict() holds (logits, log-softmax, probs, top-k work)
+)
+CHARS_PER_TOKEN = (
+    3  # a prompt's length in tokens from its characters, before the tokenizer is loaded (BPE: ~4)
+)
 ADAM_STATES, MOMENTUM_STATES = 2, 1
 FLOAT32_BYTES = 4
 HALF = ("float16", "bfloat16")
@@ -71,7 +78,9 @@ class Architecture:
     # parameter counts of named subsets: attn_kv, layer_v (one layer's value projection), lora per target
     kv_params: int = 0
     layer_v_params: int = 0
-    linear_shapes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # module name suffix -> (in, out)
+    linear_shapes: dict[str, list[tuple[int, int]]] = field(
+        default_factory=dict
+    )  # module name suffix -> (in, out)
 
 
 @dataclass
@@ -111,7 +120,9 @@ def _arch_config(model: DictConfig):
         config = gguf_config_and_tokenizer(str(gguf.parent), gguf.name, model.dtype)[0]
     else:
         config = AutoConfig.from_pretrained(
-            src.location, revision=model.get("revision"), trust_remote_code=model.get("trust_remote_code", False)
+            src.location,
+            revision=model.get("revision"),
+            trust_remote_code=model.get("trust_remote_code", False),
         )
     if model.get("random_init") and model.get("arch"):
         for k, v in OmegaConf.to_container(model.arch, resolve=True).items():
@@ -141,7 +152,9 @@ def architecture(config) -> Architecture:
         params=sum(p.numel() for p in named.values()),
         layers=layers,
         hidden=hidden,
-        intermediate=int(getattr(config, "intermediate_size", 0) or getattr(config, "n_inner", 0) or 4 * hidden),
+        intermediate=int(
+            getattr(config, "intermediate_size", 0) or getattr(config, "n_inner", 0) or 4 * hidden
+        ),
         kv_heads=int(getattr(config, "num_key_value_heads", 0) or heads),
         head_dim=head_dim,
         vocab=int(config.vocab_size),
@@ -159,7 +172,9 @@ def _trained(arch: Architecture, method: DictConfig) -> int:
     name = method.get("name")
     if name == "lora":
         r = int(method.get("r", 0))
-        return sum(r * (i + o) for t in method.get("target_modules", []) for i, o in arch.linear_shapes.get(t, []))
+        return sum(
+            r * (i + o) for t in method.get("target_modules", []) for i, o in arch.linear_shapes.get(t, [])
+        )
     params = method.get("params", "all")
     if isinstance(params, list | tuple) or OmegaConf.is_list(params):  # gd_search: its largest set
         params = "all" if "all" in list(params) else (list(params) or ["all"])[0]
@@ -225,9 +240,11 @@ def _on_cuda(model: DictConfig) -> bool:
 def _ram_available() -> int | None:
     """Bytes of RAM this process can have: the machine's available memory plus what the process holds now."""
     try:
-        info = dict(line.split(":", 1) for line in open("/proc/meminfo"))
-        available = int(info["MemAvailable"].split()[0]) * 1024
-        rss = int(next(x for x in open("/proc/self/status") if x.startswith("VmRSS:")).split()[1]) * 1024
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        with open("/proc/self/status") as f:
+            rss = int(next(x for x in f if x.startswith("VmRSS:")).split()[1]) * KIB
+        available = int(info["MemAvailable"].split()[0]) * KIB
         return available + rss
     except (OSError, KeyError, StopIteration, ValueError):
         try:
@@ -249,7 +266,9 @@ def available_bytes(model: DictConfig) -> int | None:
     return torch.cuda.mem_get_info(index)[0]
 
 
-def cheaper_options(cfg: DictConfig, prompt_tokens: int, demo_tokens: int, arch: Architecture) -> list[tuple[str, int]]:
+def cheaper_options(
+    cfg: DictConfig, prompt_tokens: int, demo_tokens: int, arch: Architecture
+) -> list[tuple[str, int]]:
     """(override, its estimate in bytes) for each cheaper way to run the job that applies to it."""
     method = cfg.method
     options: list[str] = []
@@ -278,7 +297,9 @@ def _with(cfg: DictConfig, override: str) -> DictConfig:
     key, value = override.split("=", 1)
     alt = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     if key == "method":
-        alt.method = OmegaConf.merge(alt.method, {"name": value, "r": 8, "target_modules": ["q_proj", "v_proj"]})
+        alt.method = OmegaConf.merge(
+            alt.method, {"name": value, "r": 8, "target_modules": ["q_proj", "v_proj"]}
+        )
         return alt
     OmegaConf.update(alt, key, OmegaConf.create({"v": value}).v if value != "null" else None, force_add=True)
     if key == "method.params" and value == "layer_v":
@@ -295,7 +316,10 @@ def check(cfg: DictConfig, prompt_tokens: int, demo_tokens: int) -> Estimate | N
     if est.fits:
         return est
     options = cheaper_options(cfg, prompt_tokens, demo_tokens, est.arch)
-    listed = "; ".join(f"{o} (~{v / GIB:.1f} GiB{'' if v <= (est.available or 0) else ', still too much'})" for o, v in options)
+    listed = "; ".join(
+        f"{o} (~{v / GIB:.1f} GiB{'' if v <= (est.available or 0) else ', still too much'})"
+        for o, v in options
+    )
     raise MemoryPlanError(
         f"model={cfg.model.name} method={cfg.method.name} needs {est.describe()} but the {est.device} has "
         f"{_gib(est.available)}: cheaper options: {listed or 'none apply'}. Set memory_check=false to run anyway."

@@ -7,7 +7,8 @@ One switch, the top-level config key `progress` (true by default; the app calls 
 - a non-interactive log (a file, a pipe, a SLURM log): no carriage-return bars, but a log line (logger
   `icl_gd.progress`) at most every LOG_INTERVAL seconds, in tqdm's format ("train: 40/80 [00:02<00:02,
   19.5step/s, loss=1.23]"), and one at the end of a loop that took that long or asked for it (`summary=True`:
-  the fine-tuning's one line per job); transformers' bars are off;
+  the fine-tuning's one line per job); a call that cannot report itself says it is still running after
+  LOG_INTERVAL seconds, then at doubling intervals; transformers' bars are off;
 - `progress=false`: nothing, transformers' bars off too.
 
 `bar` makes one (an iterable wrapper and `update` / `set_postfix` / `close`, as tqdm); `step_progress` wraps a
@@ -17,6 +18,7 @@ fine-tuning loop's per-step callback; `waiting` reports a call that cannot repor
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 SWEEP_JOBS_ENV = "ICL_GD_SWEEP_JOBS"  # how many jobs the running sweep has (the grids sweeper sets it)
 LOG_INTERVAL = 5.0  # seconds between two progress lines of a non-interactive log
+# the longest wait between two "still running" lines of a call that cannot report itself
+WAIT_MAX_INTERVAL = 60.0
 BAR_INTERVAL = 0.2  # seconds between two redraws of an interactive bar
 LOSS_DIGITS = 4  # significant digits of the loss in a fine-tuning bar
 _STATE = {"enabled": True, "interactive": None}
@@ -187,24 +191,49 @@ def step_progress(
 
 
 @contextlib.contextmanager
+def _third_party_bars_off() -> Iterator[None]:
+    """transformers' GGUF dequantisation bar (its own tqdm, which its progress-bar switch does not reach) off for
+    the duration: in a log file it is a carriage-return bar of hundreds of updates."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf  # noqa: PLC0415
+    except ImportError:  # no transformers, or one without GGUF support: nothing to silence
+        yield
+        return
+    original = gguf.tqdm
+    gguf.tqdm = functools.partial(_auto_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        gguf.tqdm = original
+
+
+@contextlib.contextmanager
 def waiting(what: str) -> Iterator[None]:
     """Report a call that cannot report itself (a model load, a dequantisation): in a non-interactive log a line
-    "<what>: still running, 10 s" every LOG_INTERVAL seconds while it runs; interactively its own bars show
-    (transformers'), so nothing is added; progress=false: nothing."""
-    if not enabled() or is_interactive():
+    "<what>: still running, 10 s" after LOG_INTERVAL seconds, then at doubling intervals up to WAIT_MAX_INTERVAL,
+    with transformers' own bars off; interactively its own bars show (transformers'), so nothing is added;
+    progress=false: nothing (transformers' bars off)."""
+    if enabled() and is_interactive():
         yield
+        return
+    if not enabled():
+        with _third_party_bars_off():
+            yield
         return
     done = threading.Event()
     start = time.monotonic()
 
     def beat() -> None:
-        while not done.wait(LOG_INTERVAL):
+        interval = LOG_INTERVAL
+        while not done.wait(interval):
             log.info("%s: still running, %.0f s", what, time.monotonic() - start)
+            interval = min(interval * 2, WAIT_MAX_INTERVAL)
 
     thread = threading.Thread(target=beat, name="icl_gd-progress", daemon=True)
     thread.start()
     try:
-        yield
+        with _third_party_bars_off():
+            yield
     finally:
         done.set()
         thread.join()

@@ -321,8 +321,32 @@ class LocalSlurm:
             "allocated",
         }
 
+    def watch(self, owner: int) -> None:
+        """Start a watchdog in a session of its own: when process `owner` (the test run) is gone, however it ended
+        (SIGKILL included), it stops the cluster. stop() stops the watchdog."""
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "watch",
+                "--dir",
+                str(self.folder),
+                "--pid",
+                str(owner),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        (self.folder / "watchdog.launch.pid").write_text(f"{proc.pid}\n")
+
     def stop(self, log=print) -> None:
         """Cancel the cluster's jobs, then stop each daemon this folder started, by its PID."""
+        watchdog = self._pid("watchdog")
+        if watchdog is not None and watchdog != os.getpid():
+            _stop_pid(watchdog, grace=2)
+        (self.folder / "watchdog.launch.pid").unlink(missing_ok=True)
         if _alive(self._pid("slurmctld")):
             with contextlib.suppress(Exception):
                 ids = self.client("squeue", "-h", "-o", "%A", timeout=10).stdout.split()
@@ -396,7 +420,8 @@ def _stop_pid(pid: int, grace: float = 10) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("up", "down", "env"))
+    parser.add_argument("action", choices=("up", "down", "env", "watch"))
+    parser.add_argument("--pid", type=int, help="watch: stop the cluster once this process is gone")
     parser.add_argument(
         "--dir", default=str(DEFAULT_DIR), help=f"the cluster's folder (default {DEFAULT_DIR})"
     )
@@ -419,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export SLURM_CONF={cluster.conf} PATH={cluster.bin}:$PATH")
     if args.action == "down":
         cluster.stop()
+    if args.action == "watch":
+        while _alive(args.pid):
+            time.sleep(1)
+        cluster.stop(log=lambda *_: None)
     return 0
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from icl_gd.config import raw_label_text
 from icl_gd.data.paths import DATA_ENV
 from icl_gd.errors import DataError
+from icl_gd.labels import raw_label_text
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ What the plain step pays for and this one does not:
   `torch.mm(out=)`, so no (V, H) tensor is allocated (and page-faulted in) per step.
 - **The for-loop optimizer.** `fused=True` Adam/AdamW/SGD: one kernel over all parameters instead of a handful of
   ops per tensor (0.33 s -> 0.08 s per Adam step on SmolLM2 here).
-- **A separate clipping pass.** With a fused optimizer the clipping factor goes into the optimizer's kernel as the
-  gradient's divisor (`grad_scale`, as torch's GradScaler passes its scale), so the gradients are not rewritten
-  first: g / (1 / c) instead of g * c, the same to a rounding.
+- **A separate clipping pass** (on a GPU). With a fused optimizer the clipping factor goes into the optimizer's
+  kernel as the gradient's divisor (`grad_scale`, as torch's GradScaler passes its scale), so the gradients are
+  not rewritten first: g / (1 / c) instead of g * c, the same to a rounding. On the CPU that kernel path measured
+  slower than the clipping pass, which is kept there.
 - **Page faults.** glibc gives freed blocks above its trim threshold back to the system, so the ~0.5 GB of
   gradients freed after each step are faulted in again at the next; during a CPU training `keep_freed_memory`
   raises the trim threshold (and gives the memory back when the training ends).
@@ -48,6 +49,9 @@ SYNC_EVERY = 16  # optimizer steps between reads of the losses on the host (dive
 # config fields that change the logits after the unembedding: a model with any of them set takes the plain loss
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 FUSED_DEVICES = ("cpu", "cuda")  # device types with fused optimizer kernels
+CLIP_INTO_DEVICES = (
+    "cuda",
+)  # on the CPU the fused kernel's grad_scale path was slower here than a clipping pass
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: coefficient = max_norm / (total_norm + eps)
 # glibc mallopt parameters (malloc.h) and the values used while training on the CPU
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -88,7 +92,11 @@ def keep_freed_memory(device: torch.device) -> Iterator[None]:
 def clip_into(opt: torch.optim.Optimizer, grads: list[Tensor], max_norm: float) -> bool:
     """Clip by the total norm through a fused optimizer's `grad_scale` (no pass over the gradients); False when the
     optimizer is not fused (clip as usual then). Call `opt.step()` next, then `unclip(opt)`."""
-    if not all(g.get("fused") for g in opt.param_groups) or not grads:
+    if (
+        not grads
+        or grads[0].device.type not in CLIP_INTO_DEVICES
+        or not all(g.get("fused") for g in opt.param_groups)
+    ):
         return False
     norm = torch.nn.utils.get_total_norm(grads, foreach=True)
     coef = torch.clamp(max_norm / (norm + CLIP_EPS), max=1.0)
@@ -117,7 +125,9 @@ class GradSink:
         self.embed, self.head = embed, head
         self.tied = embed is not None and embed is head
         self.head_buf = torch.empty_like(head) if head is not None else None
-        self.embed_buf = self.head_buf if self.tied else (torch.empty_like(embed) if embed is not None else None)
+        self.embed_buf = (
+            self.head_buf if self.tied else (torch.empty_like(embed) if embed is not None else None)
+        )
 
     def begin_step(self) -> None:
         if self.head is not None:

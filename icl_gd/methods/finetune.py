@@ -60,9 +60,7 @@ ALL_TOKENS = "all"  # method.loss_on=all: Dai et al.'s fine-tune, the loss on ev
 LOSS_ON = (ANSWER, ALL_TOKENS)  # method.loss_on: the answer tokens only (default) | every token
 
 
-def with_loss_on(
-    batch: list[tuple[list[int], list[int]]], loss_on: str
-) -> list[tuple[list[int], list[int]]]:
+def with_loss_on(batch: list[tuple[list[int], list[int]]], loss_on: str) -> list[tuple[list[int], list[int]]]:
     """The batch with its labels for `loss_on`: unchanged for answer; for all, every token is a target (the first
     token has no prediction before it, so it carries no loss either way)."""
     if loss_on == ANSWER:
@@ -239,7 +237,9 @@ def mean_demo_loss(
     """Mean per-demo answer loss (each demo weighted equally), in eval mode; `loss` (default `answer_loss`) may be
     the fast step's (the same value, unembedding the answer positions only)."""
     loss = loss or answer_loss
-    return float(sum(torch.stack([loss(model, [b], pad_id) for b in batch]).tolist()) / len(batch))  # one sync
+    return float(
+        sum(torch.stack([loss(model, [b], pad_id) for b in batch]).tolist()) / len(batch)
+    )  # one sync
 
 
 @torch.no_grad()
@@ -279,7 +279,9 @@ class _Rows:
     in step order, so a diverged step raises the same error a few steps later (and no evaluation sees it).
     """
 
-    def __init__(self, result: TrainResult, cfg: DictConfig, on_step: Callable[[dict[str, float]], None] | None):
+    def __init__(
+        self, result: TrainResult, cfg: DictConfig, on_step: Callable[[dict[str, float]], None] | None
+    ):
         self.result, self.cfg, self.on_step = result, cfg, on_step
         self.pending: list[tuple[int, int, torch.Tensor]] = []
 
@@ -346,7 +348,9 @@ def train(
     )
     master = MasterWeights(params)
     opt = make_optimizer(master.trained, cfg, fused=fast)
-    fast_loss = fast_step.AnswerLoss.build(model, list(params.values())) if fast and not layer_causal else None
+    fast_loss = (
+        fast_step.AnswerLoss.build(model, list(params.values())) if fast and not layer_causal else None
+    )
     if layer_causal:
         objective = layer_causal_loss
     elif fast_loss is not None:
@@ -398,7 +402,9 @@ def train(
                     grads = [m.grad for m in master.trained if m.grad is not None]
                     clipped = fast_step.clip_into(opt, grads, float(cfg.grad_clip))
                 if cfg.grad_clip is not None and not clipped:
-                    torch.nn.utils.clip_grad_norm_(master.trained, cfg.grad_clip, foreach=True if fast else None)
+                    torch.nn.utils.clip_grad_norm_(
+                        master.trained, cfg.grad_clip, foreach=True if fast else None
+                    )
                 opt.step()
                 if clipped:
                     fast_step.unclip(opt)

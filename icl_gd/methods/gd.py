@@ -45,6 +45,7 @@ class GDConfig:
     grad_clip: float | None = MISSING
     explode_factor: float = MISSING
     save_update: bool = MISSING
+    fast_step: bool = True  # methods/fast_step.py; false: the plain loop; absent in old configs
 
 
 @register

@@ -153,7 +153,9 @@ def train_grid(
     for p in all_params:
         p.requires_grad_(False)
     stacked = _Stacked(model, params, n)
-    opts = [finetune.make_optimizer(list(stacked.copies[g].values()), c, fused=True) for g, c in enumerate(cfgs)]
+    opts = [
+        finetune.make_optimizer(list(stacked.copies[g].values()), c, fused=True) for g, c in enumerate(cfgs)
+    ]
     n_trainable = sum(p.numel() for p in params.values())
     out = GridResult(
         results=[finetune.TrainResult(n_trainable=n_trainable) for _ in cfgs],
@@ -217,9 +219,13 @@ def train_grid(
                     pending.append((step, epoch, losses.detach()))
                     for g in live:
                         grads = [p.grad for p in stacked.copies[g].values() if p.grad is not None]
-                        clipped = cfg0.grad_clip is not None and fast_step.clip_into(opts[g], grads, float(cfg0.grad_clip))
-                        if cfg0.grad_clip is not None and not clipped:
-                            torch.nn.utils.clip_grad_norm_(grads, cfg0.grad_clip, foreach=True)
+                        clipped = cfg0.grad_clip is not None and fast_step.clip_into(
+                            opts[g], grads, float(cfg0.grad_clip)
+                        )
+                        if cfg0.grad_clip is not None and not clipped:  # clip_grad_norm_ takes the tensors
+                            torch.nn.utils.clip_grad_norm_(
+                                list(stacked.copies[g].values()), cfg0.grad_clip, foreach=True
+                            )
                         opts[g].step()
                         fast_step.unclip(opts[g])
                     step += 1
@@ -235,7 +241,9 @@ def train_grid(
             r.final_loss = r.final_answer_loss = final[g] if out.diverged[g] is None else math.nan
             if out.diverged[g] is None and not math.isfinite(final[g]):
                 out.diverged[g] = str(
-                    DivergedError(f"training ended with a non-finite loss ({final[g]}): lower method.lr={cfgs[g].lr}.")
+                    DivergedError(
+                        f"training ended with a non-finite loss ({final[g]}): lower method.lr={cfgs[g].lr}."
+                    )
                 )
         out.trained = [{k: v.detach() for k, v in c.items()} for c in stacked.copies]
     finally:

@@ -84,6 +84,8 @@ def record_ended_without_result(
         "NODE_FAIL": "lost with its node",
         "PREEMPTED": "preempted and not requeued",
         "FAILED": "its process died (killed by a signal, or exited before writing a result)",
+        "INTERRUPTED": "its process was killed (submitit_local: a signal, or out of memory)",
+        "FINISHED": "its process died without writing a result (submitit_local: killed by a signal, or out of memory)",
     }.get(state.split()[0], f"its process ended in state {state}")
     # submitit's message: "Job <id> (task: 0) with path <result.pkl>\nhas not produced any output (state: X)\n
     # Error stream produced: ..." -- its first two lines, as one

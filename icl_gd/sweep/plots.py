@@ -261,7 +261,10 @@ def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path, xlabel: s
     datasets = _datasets(gd)
     methods = sorted(gd["method"].unique()) if "method" in gd else [None]
     fig, axes = _grid(len(methods), len(datasets), "Sparsity of the GD weight update (mean over layers)")
-    colors = {line: S.color(_matrix(line)) for line in {*gd["line"], *construction["line"]}}
+    lines = sorted({*gd["line"], *construction["line"]})
+    # a matrix's colour (the GD update's and the construction's alike), distinct within the figure
+    by_matrix = S.colors(sorted({_matrix(line) for line in lines}))
+    colors = {line: by_matrix[_matrix(line)] for line in lines}
     for r, method in enumerate(methods):
         rows = gd if method is None else gd[gd["method"] == method]
         for ax, ds in zip(axes[r], datasets, strict=True):

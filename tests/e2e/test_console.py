@@ -23,7 +23,7 @@ def test_a_gd_job_shows_its_steps_and_one_end_line(tmp_path: Path) -> None:
     assert STEP_LINE.search((job / "icl-gd.log").read_text())  # the job's log file too
     (end,) = [line for line in out.splitlines() if " done in " in line]
     assert re.search(
-        rf"job done in [0-9.]+ s: gd present_past N=4 seed=0, label_accuracy=0\.\d+ \[{job}\]", end
+        rf"job done in [0-9.]+ s: gd present_past N=4 seed=0 \(label_accuracy=0\.\d+\) -> {job}$", end
     )
     quiet = run_py(
         *TINY, "method=gd", "demos=4", "method.epochs=4", "progress=false", f"hydra.run.dir={job}_q"
@@ -40,9 +40,11 @@ def test_sweep_jobs_are_numbered_and_named_relative_to_the_sweep(tmp_path: Path)
     ]
     assert len(ends) == 2
     for i, (line, method) in enumerate(zip(ends, ("zeroshot", "icl"), strict=True)):
-        assert line.startswith(f"job {i + 1}/2 done in ") and f": {method} present_past N=1 seed=0," in line
-        folder = line.rsplit("[", 1)[1].rstrip("]")
-        assert "/" not in folder and (sweep / folder / "metrics.json").is_file()
+        assert re.match(
+            rf"job {i + 1}/2 done in [0-9.]+ s: {method},N=1~\w+ \(label_accuracy=0\.\d+\)$", line
+        )
+        folder = line.split(" s: ", 1)[1].split(" ", 1)[0]
+        assert (sweep / folder / "metrics.json").is_file()
 
 
 @pytest.mark.slow

@@ -98,6 +98,13 @@ def folder(epochs: int) -> str:
     )
 
 
+def started(sweep: Path, name: str) -> bool:
+    """Whether the job's runner has started (status.json `running`); fails at once if it failed instead."""
+    st = status(sweep, name)
+    assert st.get("status") != "failed", f"{name} failed: {st.get('error')}"
+    return st.get("status") == "running"
+
+
 def task_of(sweep: Path, index: int) -> str:
     """The SLURM id (<array>_<index>) of the sweep's job number `index`."""
     ids = [i for i in array_job_ids(sweep) if i.endswith(f"_{index}")]
@@ -161,7 +168,7 @@ def test_a_killed_job_is_recorded_failed_a_preempted_one_requeued_and_a_rerun_re
     proc = start(slurm, sweep, *args)
     try:
         # each as soon as its runner started (status.json "running"): seconds before it could end
-        running = lambda n: status(sweep, folder(n)).get("status") == "running"  # noqa: E731
+        running = lambda n: started(sweep, folder(n))  # noqa: E731
         wait_for("the job to kill to run", lambda: running(killed), 180, proc, every=0.1)
         kill_id = task_of(sweep, 1)
         slurm.client("scancel", kill_id)

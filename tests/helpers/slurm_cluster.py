@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,15 +39,26 @@ def start_cluster(folder: Path) -> Iterator[LocalSlurm]:
         pytest.skip(f"no local SLURM cluster: {reason}")
     cluster = LocalSlurm(folder, cluster="icl_gd_test")
     atexit.register(cluster.stop, log=lambda *_: None)
+    # SIGTERM (timeout, CI cancelling the run) unwinds like Ctrl-C, so this fixture's teardown runs
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         try:
             slurm_local.install(log=lambda *_: None)
         except ClusterError as e:  # no package source (offline, no apt lists): as without apt
             pytest.skip(f"no local SLURM cluster: {e}")
         cluster.start(log=lambda *_: None)
+        cluster.watch(os.getpid())  # and should this process die without a teardown (SIGKILL): the watchdog's
         yield cluster
     finally:
         cluster.stop(log=lambda *_: None)
+        if signal.getsignal(signal.SIGTERM) is _interrupt:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def squeue(cluster: LocalSlurm, job: str, fmt: str = "%T") -> str:

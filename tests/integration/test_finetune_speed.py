@@ -16,7 +16,9 @@ from tests.helpers.config import compose_config
 
 PROMPTS = ["Q: walk\nA:", "Q: a much longer question about jumping\nA:", "Q: run\nA:", "Q: sing\nA:"]
 ANSWERS = [" walked", " jumped", " ran", " sang"]
-ADAM_TOL = 5e-5  # at lr 1e-3: Adam divides by sqrt(v), so rounding in a near-zero gradient moves its weight by up
+ADAM_TOL = (
+    5e-5  # at lr 1e-3: Adam divides by sqrt(v), so rounding in a near-zero gradient moves its weight by up
+)
 # to ~lr a step (measured here: 1.1e-5 after 6 steps, 1% of one step); elsewhere a weight moves by >= 1e-3
 SGD_TOL = 1e-6
 LOSS_TOL = 1e-5
@@ -35,7 +37,9 @@ def trained(lm, cfg, fast: bool, steps: int = STEPS, **kw):
     """(trained weights, TrainResult) of one training, the model restored after."""
     params = finetune.select_parameters(lm.model, cfg)
     with finetune.restoring(params):
-        result = finetune.train(lm.model, lm.tokenizer, demo_batch(lm), params, cfg, 0, steps=steps, fast=fast, **kw)
+        result = finetune.train(
+            lm.model, lm.tokenizer, demo_batch(lm), params, cfg, 0, steps=steps, fast=fast, **kw
+        )
         weights = {n: p.detach().clone() for n, p in params.items()}
     return weights, result
 
@@ -45,7 +49,9 @@ def max_diff(a: dict, b: dict) -> float:
 
 
 def moved(lm, cfg, w: dict) -> float:
-    return max(float((w[n] - p.detach()).abs().max()) for n, p in finetune.select_parameters(lm.model, cfg).items())
+    return max(
+        float((w[n] - p.detach()).abs().max()) for n, p in finetune.select_parameters(lm.model, cfg).items()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +68,15 @@ def untied_lm():
         (("method.batch_size=all", "method.grad_clip=null"), ADAM_TOL),
         (("method.optimizer=sgd", "method.lr=0.1", "method.params=attn_kv"), SGD_TOL),
         (("method.optimizer=sgd", "method.lr=0.05", "method.momentum=0.9"), SGD_TOL),
-        (("method.optimizer=adamw", "method.weight_decay=0.01", "method.params=layer_v", "method.layer=-1"), ADAM_TOL),
+        (
+            (
+                "method.optimizer=adamw",
+                "method.weight_decay=0.01",
+                "method.params=layer_v",
+                "method.layer=-1",
+            ),
+            ADAM_TOL,
+        ),
     ],
 )
 def test_fast_step_trains_the_plain_loops_weights(tiny_lm, overrides, tol) -> None:
@@ -72,7 +86,10 @@ def test_fast_step_trains_the_plain_loops_weights(tiny_lm, overrides, tol) -> No
     assert moved(tiny_lm, cfg, plain_w) > 10 * tol  # training did move the weights
     assert max_diff(plain_w, fast_w) < tol
     assert [r["step"] for r in fast.curve] == [r["step"] for r in plain.curve] == list(range(STEPS))
-    assert max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(plain.curve, fast.curve)) < LOSS_TOL
+    assert (
+        max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(plain.curve, fast.curve, strict=False))
+        < LOSS_TOL
+    )
     assert abs(plain.final_loss - fast.final_loss) < LOSS_TOL
     assert abs(plain.initial_loss - fast.initial_loss) < LOSS_TOL
     assert all(p.grad is None for p in tiny_lm.model.parameters())  # no gradient buffer is left behind
@@ -95,7 +112,10 @@ def test_fast_step_reports_every_step_and_diverges_like_the_plain_loop(tiny_lm) 
     for fast in (False, True):
         trained(tiny_lm, cfg, fast=fast, steps=20, on_step=rows[fast].append)
     assert [r["step"] for r in rows[True]] == list(range(20))  # reported in order, a few at a time
-    assert max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(rows[False], rows[True])) < LOSS_TOL
+    assert (
+        max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(rows[False], rows[True], strict=False))
+        < LOSS_TOL
+    )
     boom = method_cfg("method.lr=1e30", "method.grad_clip=null")
     messages = {}
     for fast in (False, True):
@@ -121,21 +141,30 @@ def test_trajectory_equals_a_training_per_step(tiny_lm) -> None:
         trained(tiny_lm, cfg, fast=False, steps=s, on_eval=lambda _s: again.append(answers()), eval_at=(s,))
     assert len(along) == len(again) == 3
     assert not torch.allclose(along[0], along[-1])  # the predictions do move
-    for a, b in zip(along, again):
+    for a, b in zip(along, again, strict=False):
         assert torch.allclose(a, b, atol=1e-4)
 
 
 def test_grid_trains_each_setting_as_one_by_one(tiny_lm) -> None:
     base = method_cfg("method.params=attn_kv", "method.batch_size=all")
-    nodes = [OmegaConf.merge(base, {"lr": lr, "grad_clip": None}) for lr in (1e-3, 1e-2, 1e-2)]
-    nodes[2].explode_factor = 0.5  # its first loss is "above 0.5 x the first": diverged at step 0, as one by one
-    nodes.append(OmegaConf.merge(base, {"optimizer": "sgd", "lr": 0.1, "grad_clip": None}))
+    nodes = [OmegaConf.merge(base, {"lr": lr, "grad_clip": 0.01}) for lr in (1e-3, 1e-2, 1e-2)]  # clip bites
+    nodes[
+        2
+    ].explode_factor = 0.5  # its first loss is "above 0.5 x the first": diverged at step 0, as one by one
+    nodes.append(OmegaConf.merge(base, {"optimizer": "sgd", "lr": 0.1, "grad_clip": 0.01}))
     params = finetune.select_parameters(tiny_lm.model, base)
     seen: list[tuple[int, int]] = []
     with finetune.restoring(params):
         res = grid.train_grid(
-            tiny_lm.model, tiny_lm.tokenizer, demo_batch(tiny_lm), params, nodes, 0, steps=STEPS,
-            on_eval=lambda s, g: seen.append((s, g)), eval_at=(STEPS,),
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            demo_batch(tiny_lm),
+            params,
+            nodes,
+            0,
+            steps=STEPS,
+            on_eval=lambda s, g: seen.append((s, g)),
+            eval_at=(STEPS,),
         )
     assert res.diverged[2] is not None and "diverged at step" in res.diverged[2]
     assert sorted(seen) == [(STEPS, 0), (STEPS, 1), (STEPS, 3)]  # the diverged setting is not evaluated
@@ -153,11 +182,18 @@ def test_grid_trains_each_setting_as_one_by_one(tiny_lm) -> None:
 def test_grid_refuses_what_it_cannot_stack(tiny_lm) -> None:
     params = finetune.select_parameters(tiny_lm.model, method_cfg())  # all: embeddings and norms too
     with pytest.raises(ConfigError, match="one by one"):
-        grid.train_grid(tiny_lm.model, tiny_lm.tokenizer, demo_batch(tiny_lm), params, [method_cfg()] * 2, 0, steps=1)
+        grid.train_grid(
+            tiny_lm.model, tiny_lm.tokenizer, demo_batch(tiny_lm), params, [method_cfg()] * 2, 0, steps=1
+        )
     kv = method_cfg("method.params=attn_kv")
     other = OmegaConf.merge(kv, {"batch_size": "all"})
     with pytest.raises(ConfigError, match="share batch_size"):
         grid.train_grid(
-            tiny_lm.model, tiny_lm.tokenizer, demo_batch(tiny_lm), finetune.select_parameters(tiny_lm.model, kv),
-            [kv, other], 0, steps=1,
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            demo_batch(tiny_lm),
+            finetune.select_parameters(tiny_lm.model, kv),
+            [kv, other],
+            0,
+            steps=1,
         )

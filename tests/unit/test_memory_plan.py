@@ -42,7 +42,9 @@ def test_a_7b_architecture_is_counted_on_the_meta_device_as_the_arithmetic_says(
     assert est.parts["master_weights"] == n * f32
     assert est.parts["restore_copy"] == n * bf16
     assert est.parts["kv_cache"] == 2 * 32 * 32 * 128 * 512 * int(cfg.eval.batch_size) * bf16
-    icl = M.estimate(cfg_of("model=llama7b", "model.random_init=true", "model.device=cpu", "method=icl"), 512, 32, arch)
+    icl = M.estimate(
+        cfg_of("model=llama7b", "model.random_init=true", "model.device=cpu", "method=icl"), 512, 32, arch
+    )
     assert "gradients" not in icl.parts and icl.total < est.total / 5
     sgd = M.estimate(M._with(cfg, "method.optimizer=sgd"), 512, 32, arch)
     assert sgd.parts["optimizer_state"] == 0
@@ -61,7 +63,9 @@ def test_a_job_that_cannot_fit_is_refused_with_its_estimate(monkeypatch: pytest.
     for option in ("method.optimizer=sgd", "method.params=attn_kv", "method=lora", "eval.batch_size="):
         assert option in message
     assert "memory_check=false" in message
-    assert M.check(cfg_of("model=llama7b", "model.random_init=true", "model.device=cpu", "method=icl"), 512, 32)
+    assert M.check(
+        cfg_of("model=llama7b", "model.random_init=true", "model.device=cpu", "method=icl"), 512, 32
+    )
 
 
 def test_the_runner_refuses_before_loading_and_memory_check_false_runs(

@@ -82,3 +82,15 @@ def test_a_sweep_job_is_numbered_from_one_of_the_sweepers_total(monkeypatch) -> 
     assert P.job_tag(2) == "job 3/9" and P.job_tag(None) == "job"
     monkeypatch.delenv(P.SWEEP_JOBS_ENV)
     assert P.job_tag(0) == "job 1" and P.job_tag(0, 4) == "job 1/4"
+
+
+def test_a_log_file_gets_no_dequantisation_bar_from_transformers() -> None:
+    gguf = pytest.importorskip("transformers.modeling_gguf_pytorch_utils")
+    original = gguf.tqdm
+    P.configure(True, interactive=False)
+    with P.waiting("model=m: dequantising"):
+        assert gguf.tqdm(range(2)).disable  # the bar transformers would draw, off
+    assert gguf.tqdm is original
+    P.configure(True, interactive=True)
+    with P.waiting("model=m: dequantising"):
+        assert gguf.tqdm is original  # a terminal keeps it
