@@ -11,7 +11,7 @@ SWEEP ?=
 GROUP ?=
 DASHBOARD_ARGS ?=
 DEMO_DIR ?= outputs/demo
-DEMO_ARGS ?= dataset=present_past demos=8 seed=0 eval.n_queries=50
+DEMO_ARGS ?= dataset=present_past demos=2,4,8 seed=0 eval.n_queries=30  # several N: the figures draw lines
 CHECKPOINTS_DIR ?= outputs/checkpoints
 CHECKPOINTS_ARGS ?=
 

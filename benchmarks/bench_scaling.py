@@ -155,9 +155,8 @@ def demos_sweep(n_queries: int = 8, n_naive: int = 1) -> dict:
         log.info(
             "scaling N=%d: %s", n, {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
         )
-    for (
-        row
-    ) in rows:  # after every ICL point: a GD job's freed optimizer state must not lift ICL's memory curve
+    # GD after every ICL point: a GD job's freed optimizer state must not lift ICL's memory curve
+    for row in rows:
         if row["demos"] <= GD_MAX_MEASURED:
             batch = gd_batch(DATASET, row["demos"], tokenizer=lm.tokenizer)
             row["gd_s"] = _gd_job(lm, cfg, batch, icl_inputs(DATASET, row["demos"], n_queries))

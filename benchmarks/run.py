@@ -352,10 +352,14 @@ def _scaling_section(x: dict[str, Any]) -> str:
         for r in sz["rows"]
     )
     ends = dm.get("context_ends_at_demos")
+    first, last = dm["rows"][0], dm["rows"][-1]
+    per_demo = (last["prompt_tokens"] - first["prompt_tokens"]) / max(1, last["demos"] - first["demos"])
+    at = (dm["context_tokens"] - first["prompt_tokens"]) / per_demo + first["demos"]
     where = (
         f"the prompt passes the model's context ({dm['context_tokens']} tokens) at N = {ends}"
         if ends
-        else f"every N up to {dm['rows'][-1]['demos']} fits the model's context ({dm['context_tokens']} tokens)"
+        else f"every N up to {last['demos']} fits the model's context ({dm['context_tokens']} tokens); at "
+        f"{per_demo:.0f} tokens a demo it ends near N = {at:.0f}"
     )
     return f"""
 ## Scaling: how cost grows

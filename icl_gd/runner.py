@@ -142,7 +142,9 @@ def run(
         exit_code = 1
         if raise_on_failure:  # the caller says it (run.py / icl-gd: once, without a traceback)
             raise
-        log.error("job %s failed: %s: %s", out.name, type(e).__name__, e)  # in a sweep: relative to its folder
+        log.error(
+            "job %s failed: %s: %s", out.name, type(e).__name__, e
+        )  # in a sweep: relative to its folder
         return {}
     finally:
         tracker.finish(exit_code=exit_code)
@@ -166,8 +168,8 @@ def _job(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         from icl_gd.linreg.lab import run_job  # noqa: PLC0415 -- the regression lab needs no language model
 
         return run_job(cfg, out, tracker)
-    if cfg.method.get("name") == "param_sensitivity":  # ICL under weight noise (analysis/perturb.py)
-        from icl_gd.analysis.perturb import run_lm_job  # noqa: PLC0415
+    if cfg.method.get("name") == "param_sensitivity":  # ICL under weight noise (methods/param_sensitivity.py)
+        from icl_gd.methods.param_sensitivity import run_lm_job  # noqa: PLC0415
 
         return run_lm_job(cfg, out, tracker)
     return lm_job(cfg, out, tracker)

@@ -277,7 +277,9 @@ class GridsSweeper(Sweeper):
                 continue
             try:
                 check(cfg)
-            except ValueError as e:  # the project's ConfigError / DataError: the message names the key and fix
+            except (
+                ValueError
+            ) as e:  # the project's ConfigError / DataError: the message names the key and fix
                 raise GridsConfigError(
                     f"{source}: job {i + 1} of {len(named)} ({' '.join(job)}) is invalid, so no job ran:\n"
                     f"{type(e).__name__}: {e}"
@@ -294,7 +296,9 @@ class GridsSweeper(Sweeper):
         sizes = ", ".join(f"{name} {len(g)}" for name, g in by_grid.items()) if self.grids else "no grids"
         dropped = sum(len(g) for g in by_grid.values()) - len(jobs)
         log.info(f"Grids sweeper: {len(jobs)} jobs ({sizes}; {dropped} duplicate(s) dropped)")
-        os.environ[SWEEP_JOBS_ENV] = str(len(jobs))  # each job's end line says "job 3/9" (launchers inherit it)
+        os.environ[SWEEP_JOBS_ENV] = str(
+            len(jobs)
+        )  # each job's end line says "job 3/9" (launchers inherit it)
         self.validate_all(named)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)

@@ -414,7 +414,12 @@ def _train(node: DictConfig, dims: list[int]) -> TrainConfig:
     sens = train.sensitivity
     if sens is not None:
         if not sens.eps:
-            _fail("method.sensitivity.eps", sens.eps, "a non-empty list", "give the noise scales, e.g. [0, 0.01, 0.1]")
+            _fail(
+                "method.sensitivity.eps",
+                sens.eps,
+                "a non-empty list",
+                "give the noise scales, e.g. [0, 0.01, 0.1]",
+            )
         for eps in sens.eps:
             _number("method.sensitivity.eps", eps, float, lo=0.0)
         _number("method.sensitivity.noise_seeds", sens.noise_seeds, int, lo=1)

@@ -19,7 +19,17 @@ from icl_gd.linreg.data import TaskSpec, covariance, stack_specs
 from icl_gd.linreg.tables import Tables
 
 GRID_KEYS = ("d", "n", "noise", "rag_alpha", "align_alpha", "rank")  # list-valued keys expand into a grid
-STREAMS = {"data": 0, "init": 1, "eval": 2, "theory": 3, "tune": 4, "lora": 5, "construction": 6, "curves": 7, "sensitivity": 8}
+STREAMS = {
+    "data": 0,
+    "init": 1,
+    "eval": 2,
+    "theory": 3,
+    "tune": 4,
+    "lora": 5,
+    "construction": 6,
+    "curves": 7,
+    "sensitivity": 8,
+}
 
 
 def generator(seed: int, stream: str, *extra: int) -> torch.Generator:

@@ -455,9 +455,12 @@ def lora_adapter(model, cfg: DictConfig) -> Iterator[tuple[object, dict[str, nn.
         target_modules=list(cfg.target_modules),
         bias="none",
     )
+    trainable = {n: p.requires_grad for n, p in model.named_parameters()}  # peft freezes the base weights
     peft_model = get_peft_model(model, config)
     try:
         params = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
         yield peft_model, params
     finally:
         peft_model.unload()  # removes the LoRA layers without merging: the base weights were never changed
+        for n, p in model.named_parameters():  # ... and leaves them frozen: the model is shared by later jobs
+            p.requires_grad_(trainable.get(n, p.requires_grad))

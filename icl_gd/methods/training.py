@@ -77,7 +77,9 @@ class FineTuneMethod(Method):
             method = OmegaConf.merge(method, {"layer": len(finetune.decoder_layers(lm.model)) // 2})
         if method.get("layer_causal") and method.get("layer_causal_lr") is not None:
             method = OmegaConf.merge(method, {"lr": method.layer_causal_lr})  # layer-causal GD's own lr
-        loss_on = method.get("loss_on", finetune.ANSWER)  # answer | all (Dai et al.: every token of each demo)
+        loss_on = method.get(
+            "loss_on", finetune.ANSWER
+        )  # answer | all (Dai et al.: every token of each demo)
         batch = finetune.with_loss_on(inputs.training_batch(inputs.demos), loss_on)
         before = (
             (_collect(inputs, lm.model, False), _collect(inputs, lm.model, True)) if _dai(inputs) else None
@@ -89,7 +91,9 @@ class FineTuneMethod(Method):
         unrelated = self._unrelated(lm, method, inputs, loss_on) if before is not None else None
         with self.adapted(lm, method) as (model, params, originals):
             with _recording(inputs, model) as recorder:  # analysis.dai: the training tokens' query vectors
-                result = finetune.train(model, lm.tokenizer, batch, params, method, inputs.seed, inputs.on_step)
+                result = finetune.train(
+                    model, lm.tokenizer, batch, params, method, inputs.seed, inputs.on_step
+                )
             check_collapse(inputs, result)
             update, sparsity = self.inspect_update(params, originals, method, inputs.analysis)
             predictions = inputs.predict(model, [])
@@ -98,7 +102,9 @@ class FineTuneMethod(Method):
                 from icl_gd.analysis import dai as dai_analysis  # noqa: PLC0415 -- hooks only for this analysis
 
                 training = dai_analysis.training_keys(
-                    recorder.per_demo([len(b[0]) for b in batch]), [b[0] for b in batch], lm.tokenizer.bos_token_id
+                    recorder.per_demo([len(b[0]) for b in batch]),
+                    [b[0] for b in batch],
+                    lm.tokenizer.bos_token_id,
                 )
                 dai = dai_analysis.analyse(
                     *before,

@@ -30,7 +30,9 @@ METHOD_ORDER = ("icl", "gd", "gd_search", "lora", "zeroshot")  # the first of a 
 ORDER_KEY = "order_seed"  # the config key that only reorders the demonstrations
 LABELS_KEY = "demo_labels"  # original | shuffled: the shuffled-label null control
 ORIGINAL, SHUFFLED = "original", "shuffled"
-SOURCE_KEY = "demo_source"  # null = the job's own task; a dataset name: demos drawn from that task (a control)
+SOURCE_KEY = (
+    "demo_source"  # null = the job's own task; a dataset name: demos drawn from that task (a control)
+)
 NO_LOGGER = {"name": "none"}
 LM_KEYS = ("model", "method", "dataset")  # what a language-model job's config.yaml must hold
 NOT_LM = ("linreg",)  # dataset names of jobs that are no language-model job (the regression lab)

@@ -8,10 +8,6 @@ import math
 import pytest
 import torch
 from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    GPTNeoXConfig,
-    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
 )
@@ -23,27 +19,20 @@ from icl_gd.data import Example, Template
 from icl_gd.metrics import dai as D
 from icl_gd.models import anatomy, load_model
 from tests.helpers.config import compose_config
-
-SEQS = [[5, 17, 300, 42, 7], [9, 12], [100, 200, 300, 400, 500, 600, 700]]  # lengths 5, 2, 7: padded batches
-PAD = 2
-TOL = 1e-5
-
-SENTIMENT = Template("Review: {sentence}\nSentiment: {label}", ["sentence"])
-LABEL_WORDS = ["negative", "positive"]
-SEPARATOR = "\n\n"
-
-
-def review(i: int, sentence: str, label: str) -> Example:
-    return Example(id=f"test:{i}", fields={"sentence": sentence}, label=label, answer=LABEL_WORDS[int(label)])
-
-
-DEMOS = [review(0, "a dull, lifeless film", "0"), review(1, "a joy from start to finish", "1")]
-QUERIES = [
-    review(10, "great acting", "1"),
-    review(11, "the plot makes no sense at all and the jokes fall flat", "0"),
-    review(12, "fine", "1"),
-]
-QUERY_IDS = [q.id for q in QUERIES]
+from tests.helpers.dai import (
+    DEMOS,
+    LABEL_WORDS,
+    PAD,
+    QUERIES,
+    QUERY_IDS,
+    SENTIMENT,
+    SEPARATOR,
+    SEQS,
+    TINY,
+    TOL,
+    tiny_gpt2,
+    tiny_neox,
+)
 
 
 @pytest.fixture(scope="module")
@@ -153,17 +142,6 @@ def test_without_maps_the_model_keeps_its_attention_and_outputs_agree(tiny_lm) -
     assert fast.attn_map is None
     for a, b in zip(fast.attn_out, eager.attn_out, strict=True):
         assert_close(a, b)
-
-
-TINY = {"hidden_size": 32, "num_attention_heads": 2, "num_hidden_layers": 3, "vocab_size": 1000}
-
-
-def tiny_gpt2() -> torch.nn.Module:
-    return GPT2LMHeadModel(GPT2Config(n_embd=32, n_head=2, n_layer=3, vocab_size=1000, n_positions=64))
-
-
-def tiny_neox() -> torch.nn.Module:
-    return GPTNeoXForCausalLM(GPTNeoXConfig(intermediate_size=64, **TINY))
 
 
 def tiny_lora_llama() -> torch.nn.Module:

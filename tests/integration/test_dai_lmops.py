@@ -17,7 +17,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repea
 from icl_gd.analysis import dai, hooks
 from icl_gd.analysis import lmops as L
 from icl_gd.methods import finetune
-from tests.integration.test_dai import (
+from tests.helpers.dai import (
     DEMOS,
     LABEL_WORDS,
     PAD,

@@ -71,7 +71,11 @@ def conf_dir(tmp_path_factory) -> Path:
         "defaults:\n  - _self_\n  - model: smollm2_135m_instruct_q4_1\n  - dataset: present_past\n  - method: icl\n"
         f"  - experiment: null\nseed: 0\ndemos: 8\nhydra:\n  searchpath: [file://{CONF}]\n"
     )
-    for group, name in (("model", "smollm2_135m_instruct_q4_1"), ("dataset", "present_past"), ("method", "icl")):
+    for group, name in (
+        ("model", "smollm2_135m_instruct_q4_1"),
+        ("dataset", "present_past"),
+        ("method", "icl"),
+    ):
         if not (CONF / group / f"{name}.yaml").exists():
             (tmp / group).mkdir()
             (tmp / group / f"{name}.yaml").write_text(f"name: {name}\n")

@@ -129,6 +129,7 @@ def test_exploding_loss_is_diverged_and_weights_are_restored(tiny_lm) -> None:
 def test_lora_adapter_trains_then_leaves_the_model_as_it_was(tiny_lm) -> None:
     before = snapshot(tiny_lm.model)
     names = {n for n, _ in tiny_lm.model.named_modules()}
+    grads = {n: p.requires_grad for n, p in tiny_lm.model.named_parameters()}
     cfg = method_cfg("method=lora", "method.r=4", "method.lr=1e-2")
     with finetune.lora_adapter(tiny_lm.model, cfg) as (peft_model, params):
         assert params and all("lora_" in n for n in params)
@@ -139,6 +140,8 @@ def test_lora_adapter_trains_then_leaves_the_model_as_it_was(tiny_lm) -> None:
     assert result.final_loss < result.initial_loss
     assert {n for n, _ in tiny_lm.model.named_modules()} == names
     assert all(torch.equal(p, before[n]) for n, p in tiny_lm.model.named_parameters())
+    # peft froze the base weights; unfrozen again, or a later job on the shared model trains nothing
+    assert {n: p.requires_grad for n, p in tiny_lm.model.named_parameters()} == grads
 
 
 def test_lora_target_missing_from_the_model_lists_the_choices(tiny_lm) -> None:
