@@ -9,7 +9,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from icl_gd.data import DATA_ENV, resolve_data_dir
 from tests.helpers.cli import run_py
 from tests.helpers.config import ROOT, subprocess_env
 
@@ -87,10 +89,12 @@ def test_a_wheel_installed_outside_the_checkout_runs_from_its_package_data(tmp_p
     assert where[0].startswith(str(site)) and where[1] == "pkg://icl_gd.conf"
     assert not (site / "icl_gd" / "conf" / "local" / "default.yaml").exists()
     job = tmp_path / "job"
+    # outside the checkout there is no ../shared/data beside the project: say where the checkout's data is
+    data = resolve_data_dir(OmegaConf.create({}))
     proc = subprocess.run(
         [str(python), "-m", "icl_gd", *TINY, f"hydra.run.dir={job}"],
         cwd=tmp_path,
-        env=subprocess_env(),
+        env={**subprocess_env(), DATA_ENV: str(data)},
         capture_output=True,
         text=True,
         timeout=300,
