@@ -290,6 +290,11 @@ Sizes: the ICL measures run the cached way on all 200 queries and the naive way 
 minute. Scripts: `bench_icl.py`, `bench_gd.py`, `bench_load.py`, `bench_multirun.py`, `bench_flops.py`,
 `bench_rss.py`, `bench_linreg.py`, `bench_gd_fast.py`, `bench_scaling.py`, `bench_gpu.py`; each runs alone with
 `python -m benchmarks.<name>`.
+
+The calibrated comparison narrowed for a CPU (`experiment=calibrated dataset=present_past demos=4 seed=0,1
+eval.n_queries=8 eval.n_select=8 search.optimizer=[sgd,adam] search.lr=[1e-3] search.params=[attn_kv]
+search.eval_at=[1,2,4]`, SmolLM2): 68 s for its 16 jobs on a quiet machine (2026-12-02); the other-task control
+added since makes it 20 jobs (two more gd_search), which at load 9 here did not finish in 660 s (2026-12-03).
 {_scaling_section(d.get("scaling", {}))}"""
     README.write_text(text)
 
