@@ -5,6 +5,8 @@ that `icl_gd.sweep.tables` builds, draws one subplot column per dataset, writes 
 returns the PNG's path. Curves carry their 95% interval as a band (columns `mean`, `lo`, `hi`; a NaN bound, from a
 single value, draws none). Every method and pair has the one colour and marker `icl_gd.style` gives it, in every
 figure; the legend is the figure's own, right of its panels.
+
+The GD search's trajectory figure, with a layout of its own, is in `icl_gd.sweep.trajectory_plots`.
 """
 
 from __future__ import annotations
@@ -29,12 +31,9 @@ from icl_gd.style import (  # noqa: E402
     CONTROL_STYLE,
     FLOOR_COLOR,
     FLOOR_STYLE,
-    LEGEND_SIZE,
     LOG2,
     MAIN_STYLE,
-    PANEL_SIZE,
     STYLES,
-    TITLE_SIZE,
     UNIT_RANGE,
     figure,
     outside_legend,
@@ -305,135 +304,4 @@ def weight_evolution(evo: pd.DataFrame, path: Path, metric_labels: Mapping[str, 
             ax.set_ylabel(metric_labels[metric])
             ax.set_title(ds)
     outside_legend(fig, axes.flat)
-    return save(fig, path)
-
-
-TRAJECTORY_COLS = 2  # trajectory panels per row
-LR_CMAP, LR_RANGE = (
-    "viridis",
-    (0.0, 0.85),
-)  # one colour per learning rate, small (dark) to large (light green)
-OPTIMIZER_MARKERS = {"sgd": "o", "sgd+m": "s", "adam": "^", "adamw": "D"}
-PARAMS_STYLES = ("-", "-.", ":")  # one line style per trained-parameter set (dashed is the floor's)
-LEGEND_ROWS = 20  # entries per legend column
-CHOSEN_STYLE = {
-    "marker": "*",
-    "s": 130,
-    "facecolor": "gold",
-    "edgecolor": "black",
-    "linewidth": 0.8,
-    "zorder": 5,
-}
-TRAJECTORY_BAND_ALPHA = 0.1  # lighter than BAND_ALPHA: a panel holds one band per setting
-STEP_LINSCALE = (
-    0.5  # width of the symlog axis' linear part (steps 0..1), in decades: the untrained point close by
-)
-
-
-def _lr_colors(lrs: list[float]) -> dict[float, object]:
-    """A sequential colour per learning rate, in order of size, so that neighbouring rates look alike."""
-    cmap = matplotlib.colormaps[LR_CMAP]
-    lo, hi = LR_RANGE
-    n = len(lrs)
-    return {lr: cmap(lo + (hi - lo) * (i / (n - 1) if n > 1 else 0.5)) for i, lr in enumerate(sorted(lrs))}
-
-
-def _optimizer_key(optimizer: str, momentum: float) -> str:
-    return f"{optimizer}+m" if optimizer == "sgd" and momentum and float(momentum) > 0 else str(optimizer)
-
-
-def _step_ticks(ax: plt.Axes, steps: pd.Series) -> None:
-    """log2 axis over optimizer steps (symlog when step 0, the untrained model, is there), ticks at the steps."""
-    values = sorted(set(steps.astype(int)))
-    if values and min(values) <= 0:
-        ax.set_xscale("symlog", base=LOG2, linthresh=1, linscale=STEP_LINSCALE)
-    else:
-        ax.set_xscale("log", base=LOG2)
-    ax.set_xticks(values, [str(v) for v in values])
-    ax.set_xlabel("optimizer step (log2 scale; 0 = untrained)")
-    ax.margins(x=0.06, y=0.08)  # room for the stars of points chosen at the first or last step
-
-
-def gd_trajectory(
-    curves: pd.DataFrame,
-    chosen: pd.DataFrame,
-    floors: Mapping[str, float],
-    titles: list[str],
-    ylabels: Mapping[str, str],
-    path: Path,
-    floor_label: str,
-) -> Path:
-    """Agreement with ICL on the selection queries against the optimizer step, one curve per GD setting (colour:
-    learning rate; marker: optimizer; line style: trained parameters) with its 95% band over seeds, one panel per
-    title; the chosen points starred; the ICL-order floor (test queries) dashed. One legend for every panel.
-
-    curves: columns [panel, setting, optimizer, momentum, lr, params, step, mean, lo, hi]; chosen: [panel, step,
-    select_value]; floors: panel -> floor value; ylabels: panel -> y label.
-    """
-    n = len(titles)
-    n_cols = min(n, TRAJECTORY_COLS)
-    n_rows = -(-n // n_cols)
-    settings = curves.drop_duplicates("setting").sort_values(["params", "optimizer", "momentum", "lr"])
-    legend_cols = max(1, -(-(len(settings) + 2) // LEGEND_ROWS))
-    legend_width = 2.3 * legend_cols
-    fig = plt.figure(figsize=(PANEL_SIZE[0] * n_cols + legend_width, PANEL_SIZE[1] * max(n_rows, 1.4)))
-    grid = fig.add_gridspec(n_rows, n_cols + 1, width_ratios=[PANEL_SIZE[0]] * n_cols + [legend_width])
-    fig.suptitle(
-        "GD given its best chance: agreement with ICL along training (selection queries)",
-        fontsize=TITLE_SIZE + 1,
-    )
-    colors = _lr_colors(sorted(curves["lr"].unique()))
-    params = sorted(curves["params"].astype(str).unique())
-    styles = {p: PARAMS_STYLES[i % len(PARAMS_STYLES)] for i, p in enumerate(params)}
-    handles: dict[str, object] = {}
-    for i, title in enumerate(titles):
-        ax = fig.add_subplot(grid[i // n_cols, i % n_cols])
-        d = curves[curves["panel"] == title]
-        for _, s in settings.iterrows():
-            g = d[d["setting"] == s["setting"]].sort_values("step")
-            if g.empty:
-                continue
-            color = colors[s["lr"]]
-            marker = OPTIMIZER_MARKERS.get(_optimizer_key(s["optimizer"], s["momentum"]), "o")
-            style = {
-                "marker": marker,
-                "linestyle": styles[str(s["params"])],
-                "linewidth": 1.2,
-                "markersize": 4,
-            }
-            (line,) = ax.plot(g["step"], g["mean"], color=color, label=s["setting"], **style)
-            handles.setdefault(s["setting"], line)
-            band = g[np.isfinite(g["lo"].astype(float)) & np.isfinite(g["hi"].astype(float))]
-            if len(band):
-                ax.fill_between(
-                    band["step"],
-                    band["lo"],
-                    band["hi"],
-                    color=color,
-                    alpha=TRAJECTORY_BAND_ALPHA,
-                    linewidth=0,
-                )
-        c = chosen[chosen["panel"] == title]
-        if len(c):
-            handles.setdefault("chosen", ax.scatter(c["step"], c["select_value"], **CHOSEN_STYLE))
-        if title in floors:
-            handles.setdefault("floor", ax.axhline(floors[title], color=FLOOR_COLOR, **FLOOR_STYLE))
-        _step_ticks(ax, d["step"] if len(d) else curves["step"])
-        ax.set_ylabel(ylabels.get(title, "agreement with ICL"))
-        ax.set_title(title, fontsize=TITLE_SIZE)
-        ax.grid(alpha=0.3, linewidth=0.5)
-    leg = fig.add_subplot(grid[:, -1])
-    leg.axis("off")
-    names = {"chosen": "chosen point (best of each seed)", "floor": floor_label}
-    order = [k for k in ("floor", "chosen") if k in handles] + [k for k in handles if k not in names]
-    leg.legend(
-        [handles[k] for k in order],
-        [names.get(k, k) for k in order],
-        loc="upper left",
-        fontsize=LEGEND_SIZE,
-        ncol=legend_cols,
-        title="GD setting (colour: lr; marker: optimizer; line: params)",
-        title_fontsize=LEGEND_SIZE,
-        frameon=False,
-    )
     return save(fig, path)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from icl_gd import io
 from icl_gd.data.source import SHUFFLED_WORDS, SOURCE_WORDS, condition_words
-from icl_gd.sweep import plots
+from icl_gd.sweep import plots, trajectory_plots
 from icl_gd.sweep import search as S
 from icl_gd.sweep.loading import Sweep
 from icl_gd.sweep.markdown import count, md_table, number, section, text, with_ci
@@ -325,7 +325,7 @@ def search_section(sweep: Sweep, fig_dir: Path) -> Section | None:
     curves = S.trajectory_curves(search, drawn)
     fig = None
     if len(curves):
-        fig = plots.gd_trajectory(
+        fig = trajectory_plots.gd_trajectory(
             curves,
             S.chosen_points(search, drawn),
             S.trajectory_floors(sweep.queries, drawn),
