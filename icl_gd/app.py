@@ -18,22 +18,30 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from icl_gd import io, progress
-from icl_gd.confdir import CONFIG_NAME, hydra_config_path
-from icl_gd.errors import ConfigError, DataError, ModelNotFoundError
+from icl_gd import io, progress, show_config
+from icl_gd.confdir import CONFIG_NAME, HYDRA_VERSION, hydra_config_path
+from icl_gd.errors import EXIT_CONFIG, EXIT_FAILED, ConfigError, DataError, ModelNotFoundError
 from icl_gd.runner import run
 from icl_gd.tracking import sweep_group
 
 log = logging.getLogger("icl_gd")
 
-EXIT_CONFIG = 2  # a configuration, data or model error: a clear message, no traceback
-EXIT_FAILED = 1  # any other failure of the job
 SHOWN_METRICS = ("label_accuracy", "accuracy")  # the first a job has is on its end line
 METRIC_DIGITS = 3
 
 
-@hydra.main(version_base="1.3", config_path=hydra_config_path(), config_name=CONFIG_NAME)
-def main(cfg: DictConfig) -> None:
+def main() -> None:
+    """The entry point: `--cfg job` prints the config with its types (icl_gd/show_config.py), all else is Hydra's."""
+    request = show_config.requested(sys.argv[1:])
+    code = show_config.show(request) if request is not None else None
+    if code is None:
+        hydra_app()
+    else:
+        sys.exit(code)
+
+
+@hydra.main(version_base=HYDRA_VERSION, config_path=hydra_config_path(), config_name=CONFIG_NAME)
+def hydra_app(cfg: DictConfig) -> None:
     """Run the composed job; errors end the process with one line each (the traceback is in status.json)."""
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN

@@ -9,6 +9,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+HYDRA_VERSION = "1.3"  # version_base of the app and of compose (show_config)
+PKG_PREFIX = "pkg://"  # hydra_config_path() of an installed wheel
 CONFIG_NAME = "config"  # conf/config.yaml, the primary config
 CONF_PACKAGE = "icl_gd.conf"  # where a wheel carries conf/ (setup.py's build_py copies it there)
 SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"  # conf/ at the top of a source checkout
@@ -20,7 +22,7 @@ def _in_source(source: Path) -> bool:
 
 def hydra_config_path(source: Path = SOURCE_CONF) -> str:
     """Hydra's config_path: the source checkout's conf/ when it is there, else `pkg://icl_gd.conf`."""
-    return str(source) if _in_source(source) else f"pkg://{CONF_PACKAGE}"
+    return str(source) if _in_source(source) else f"{PKG_PREFIX}{CONF_PACKAGE}"
 
 
 def config_file(name: str, source: Path = SOURCE_CONF) -> Path:

@@ -1,5 +1,8 @@
 """Errors the runner turns into a clear message (and a `failed` status) instead of a traceback."""
 
+EXIT_CONFIG = 2  # the exit code of a configuration, data or model error: a clear message, no traceback
+EXIT_FAILED = 1  # the exit code of any other failure of a job
+
 
 class ConfigError(ValueError):
     """A config value is wrong: the message names the key, the allowed values and the fix."""

@@ -101,3 +101,12 @@ def test_a_wheel_installed_outside_the_checkout_runs_from_its_package_data(tmp_p
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _ran(job)
+    shown = subprocess.run(  # --cfg job composes from the package data too
+        [str(python), "-m", "icl_gd", "--cfg", "job", "method=gd"],
+        cwd=tmp_path,
+        env={**subprocess_env(), DATA_ENV: str(data)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert shown.returncode == 0 and "  lr: 0.0001  # float" in shown.stdout, shown.stderr[-3000:]
