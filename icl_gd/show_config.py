@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ def requested(argv: Sequence[str]) -> ShowRequest | None:
 def type_name(tp: Any) -> str:
     """`float`, `list[str]`, `dict[str, str]`, a dataclass's name: how a schema's annotation reads."""
     origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    if origin is typing.Union or origin is types.UnionType:
         return " | ".join(type_name(a) for a in typing.get_args(tp))
     if origin is not None:
         args = ", ".join(type_name(a) for a in typing.get_args(tp))
@@ -90,11 +91,10 @@ def _value_type(value: Any) -> str:
 
 def node_type(node: Node) -> str:
     """The type a node's schema declares (`| None` when it may be null), else the type of its value."""
+    declared = node._metadata.ref_type
     if node._is_interpolation():
-        declared = node._metadata.ref_type
         what = "interpolation, resolved when the job runs"
         return what if declared in (Any, object, None) else f"{type_name(declared)} ({what})"
-    declared = node._metadata.ref_type
     if declared in (Any, object, None):
         if isinstance(node, ListConfig | DictConfig):
             return _value_type(OmegaConf.to_container(node, resolve=False))
