@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from icl_gd.errors import ConfigError, DivergedError
 from icl_gd.methods import fast_step, finetune
+from icl_gd.methods.steps import batch_size, diverged, diverged_error, schedule, trainable_only
 from icl_gd.models.forward import pad
 
 SHARED_KEYS = ("params", "layer", "batch_size", "epochs", "grad_clip")  # equal in every setting
@@ -124,6 +125,114 @@ def _per_setting_losses(
     return out.view(n, b) if per_demo else out
 
 
+def _check_shared(cfgs: list[DictConfig]) -> None:
+    """A ConfigError unless the settings agree on SHARED_KEYS and none is layer-causal."""
+    for key in SHARED_KEYS:
+        values = {str(c.get(key)) for c in cfgs}
+        if len(values) > 1:
+            raise ConfigError(f"a GD grid trains settings that share {key}; got {sorted(values)}.")
+    if any(c.get("layer_causal") for c in cfgs):
+        raise ConfigError("a GD grid does not train layer-causal GD: train these settings one by one.")
+
+
+class _GridRun:
+    """One grid training's state: the stacked copies and their optimizers, the losses not yet read on the host, and
+    the result being filled in (a setting that diverges is marked and no longer stepped)."""
+
+    def __init__(
+        self,
+        model,
+        params: dict[str, nn.Parameter],
+        cfgs: list[DictConfig],
+        pad_id: int,
+        on_eval: Callable[[int, int], None] | None,
+    ) -> None:
+        self.model, self.params, self.cfgs, self.pad_id, self.on_eval = model, params, cfgs, pad_id, on_eval
+        self.n = len(cfgs)
+        self.stacked = _Stacked(model, params, self.n)
+        self.opts = [
+            finetune.make_optimizer(list(self.stacked.copies[g].values()), c, fused=True)
+            for g, c in enumerate(cfgs)
+        ]
+        n_trainable = sum(p.numel() for p in params.values())
+        self.out = GridResult(
+            results=[finetune.TrainResult(n_trainable=n_trainable) for _ in cfgs], diverged=[None] * self.n
+        )
+        self.pending: list[tuple[int, int, Tensor]] = []
+        self.initial = math.nan
+
+    def begin(self, batch: list[tuple[list[int], list[int]]]) -> None:
+        """The untrained model's mean per-demo loss: every setting's initial loss and divergence reference."""
+        self.initial = finetune.mean_demo_loss(self.model, batch, self.pad_id)
+        for r in self.out.results:
+            r.initial_loss = r.initial_answer_loss = self.initial
+
+    def active(self) -> list[int]:
+        return [g for g in range(self.n) if self.out.diverged[g] is None]
+
+    def flush(self) -> None:
+        """The pending losses read in one host sync: each live setting's divergence check and curve rows."""
+        if not self.pending:
+            return
+        values = torch.stack([x[2] for x in self.pending]).tolist()  # one host read: (steps, G)
+        for (step, epoch, _), row in zip(self.pending, values, strict=True):
+            for g in self.active():
+                if diverged(row[g], self.initial, self.cfgs[g]):
+                    self.out.diverged[g] = str(diverged_error(step, row[g], self.initial, self.cfgs[g]))
+                    continue
+                self.out.results[g].curve.append({"step": step, "epoch": epoch, "train_loss": row[g]})
+        self.pending.clear()
+
+    def evaluate(self, step: int) -> None:
+        """on_eval(step, g) for each live setting, its weights loaded, in eval mode."""
+        self.flush()
+        if not self.on_eval:
+            return
+        self.model.eval()
+        for g in self.active():
+            self.stacked.load(self.params, g)
+            self.on_eval(step, g)
+
+    def take(self, chunk: list[tuple[list[int], list[int]]], step: int, epoch: int) -> None:
+        """One optimizer step of every live setting on `chunk`: one batched forward and backward."""
+        self.model.train()
+        for o in self.opts:
+            o.zero_grad(set_to_none=True)
+        with self.stacked.installed():
+            losses = _per_setting_losses(self.model, self.stacked, chunk, self.pad_id, False)
+        live = self.active()
+        mask = torch.zeros(self.n, device=losses.device)
+        mask[live] = 1.0
+        (losses * mask).sum().backward()  # each copy: its own setting's gradient
+        self.pending.append((step, epoch, losses.detach()))
+        clip = self.cfgs[0].grad_clip
+        for g in live:
+            copies = list(self.stacked.copies[g].values())
+            grads = [p.grad for p in copies if p.grad is not None]
+            clipped = clip is not None and fast_step.clip_into(self.opts[g], grads, float(clip))
+            if clip is not None and not clipped:  # clip_grad_norm_ takes the tensors
+                torch.nn.utils.clip_grad_norm_(copies, clip, foreach=True)
+            self.opts[g].step()
+            fast_step.unclip(self.opts[g])
+
+    def finish(self, batch: list[tuple[list[int], list[int]]]) -> GridResult:
+        """Each setting's final mean per-demo loss (NaN where it diverged) and its trained weights."""
+        self.flush()
+        self.model.eval()
+        with torch.no_grad(), self.stacked.installed():
+            final = _per_setting_losses(self.model, self.stacked, batch, self.pad_id, True).double().mean(1)
+        for g, (r, value) in enumerate(zip(self.out.results, final.tolist(), strict=True)):
+            r.final_loss = r.final_answer_loss = value if self.out.diverged[g] is None else math.nan
+            if self.out.diverged[g] is None and not math.isfinite(value):
+                self.out.diverged[g] = str(
+                    DivergedError(
+                        f"training ended with a non-finite loss ({value}): lower method.lr={self.cfgs[g].lr}."
+                    )
+                )
+        self.out.trained = [{k: v.detach() for k, v in c.items()} for c in self.stacked.copies]
+        return self.out
+
+
 def train_grid(
     model,
     tokenizer,
@@ -138,116 +247,26 @@ def train_grid(
     """Train every setting of `cfgs` on the demos, together; the model's own parameters are left as they were
     except where on_eval(step, g) (called in eval mode, setting g's weights loaded) needs them: the caller restores
     them (`finetune.restoring`) as for `finetune.train`. Settings must agree on SHARED_KEYS."""
-    for key in SHARED_KEYS:
-        values = {str(c.get(key)) for c in cfgs}
-        if len(values) > 1:
-            raise ConfigError(f"a GD grid trains settings that share {key}; got {sorted(values)}.")
-    if any(c.get("layer_causal") for c in cfgs):
-        raise ConfigError("a GD grid does not train layer-causal GD: train these settings one by one.")
-    cfg0 = cfgs[0]
+    _check_shared(cfgs)
     torch.manual_seed(seed)
-    n = len(cfgs)
-    pad_id = tokenizer.pad_token_id
-    all_params = list(model.parameters())
-    frozen = [p.requires_grad for p in all_params]
-    for p in all_params:
-        p.requires_grad_(False)
-    stacked = _Stacked(model, params, n)
-    opts = [
-        finetune.make_optimizer(list(stacked.copies[g].values()), c, fused=True) for g, c in enumerate(cfgs)
-    ]
-    n_trainable = sum(p.numel() for p in params.values())
-    out = GridResult(
-        results=[finetune.TrainResult(n_trainable=n_trainable) for _ in cfgs],
-        trained=[],
-        diverged=[None] * n,
-    )
-    initial = finetune.mean_demo_loss(model, batch, pad_id)
-    for r in out.results:
-        r.initial_loss = r.initial_answer_loss = initial
-    pending: list[tuple[int, int, Tensor]] = []
-    bs = len(batch) if cfg0.batch_size == "all" else int(cfg0.batch_size)
+    bs = batch_size(cfgs[0], len(batch))
     wanted = set(eval_at)
-
-    def active() -> list[int]:
-        return [g for g in range(n) if out.diverged[g] is None]
-
-    def flush() -> None:
-        if not pending:
-            return
-        values = torch.stack([x[2] for x in pending]).tolist()  # one host read: (steps, G)
-        for (step, epoch, _), row in zip(pending, values, strict=True):
-            for g in active():
-                v = row[g]
-                if not math.isfinite(v) or v > cfgs[g].explode_factor * max(initial, 1e-8):
-                    out.diverged[g] = str(finetune._diverged_error(step, v, initial, cfgs[g]))
-                    continue
-                out.results[g].curve.append({"step": step, "epoch": epoch, "train_loss": v})
-        pending.clear()
-
-    def evaluate(step: int) -> None:
-        flush()
-        if not on_eval:
-            return
-        model.eval()
-        for g in active():
-            stacked.load(params, g)
-            on_eval(step, g)
-
-    try:
-        with fast_step.keep_freed_memory(device=next(iter(params.values())).device):
-            if 0 in wanted:
-                evaluate(0)
-            step = 0
-            per_epoch = math.ceil(len(batch) / bs)
-            epochs = int(cfg0.epochs) if steps is None else math.ceil(steps / per_epoch)
-            for epoch in range(epochs):
-                for start in range(0, len(batch), bs):
-                    if steps is not None and step >= steps:
+    with trainable_only(model, {}):  # only the copies are trained
+        try:
+            run = _GridRun(model, params, cfgs, tokenizer.pad_token_id, on_eval)
+            run.begin(batch)
+            with fast_step.keep_freed_memory(device=next(iter(params.values())).device):
+                if 0 in wanted:
+                    run.evaluate(0)
+                epochs = int(cfgs[0].epochs) if steps is None else 0
+                for step, epoch, start in schedule(len(batch), bs, epochs, steps):
+                    if not run.active():
                         break
-                    if not active():
-                        break
-                    model.train()
-                    for o in opts:
-                        o.zero_grad(set_to_none=True)
-                    with stacked.installed():
-                        losses = _per_setting_losses(model, stacked, batch[start : start + bs], pad_id, False)
-                    live = active()
-                    mask = torch.zeros(n, device=losses.device)
-                    mask[live] = 1.0
-                    (losses * mask).sum().backward()  # each copy: its own setting's gradient
-                    pending.append((step, epoch, losses.detach()))
-                    for g in live:
-                        grads = [p.grad for p in stacked.copies[g].values() if p.grad is not None]
-                        clipped = cfg0.grad_clip is not None and fast_step.clip_into(
-                            opts[g], grads, float(cfg0.grad_clip)
-                        )
-                        if cfg0.grad_clip is not None and not clipped:  # clip_grad_norm_ takes the tensors
-                            torch.nn.utils.clip_grad_norm_(
-                                list(stacked.copies[g].values()), cfg0.grad_clip, foreach=True
-                            )
-                        opts[g].step()
-                        fast_step.unclip(opts[g])
-                    step += 1
-                    if len(pending) >= fast_step.SYNC_EVERY or step in wanted:
-                        flush()
-                    if step in wanted:
-                        evaluate(step)
-            flush()
+                    run.take(batch[start : start + bs], step, epoch)
+                    if len(run.pending) >= fast_step.SYNC_EVERY or step + 1 in wanted:
+                        run.flush()
+                    if step + 1 in wanted:
+                        run.evaluate(step + 1)
+                return run.finish(batch)
+        finally:
             model.eval()
-            with torch.no_grad(), stacked.installed():
-                final = _per_setting_losses(model, stacked, batch, pad_id, True).double().mean(1).tolist()
-        for g, r in enumerate(out.results):
-            r.final_loss = r.final_answer_loss = final[g] if out.diverged[g] is None else math.nan
-            if out.diverged[g] is None and not math.isfinite(final[g]):
-                out.diverged[g] = str(
-                    DivergedError(
-                        f"training ended with a non-finite loss ({final[g]}): lower method.lr={cfgs[g].lr}."
-                    )
-                )
-        out.trained = [{k: v.detach() for k, v in c.items()} for c in stacked.copies]
-    finally:
-        model.eval()
-        for p, f in zip(all_params, frozen, strict=True):
-            p.requires_grad_(f)
-    return out
