@@ -110,13 +110,23 @@ def update_sparsity(
 
 
 def weights_sparsity(
-    weights: dict[str, Tensor], thresholds: Sequence[float] = DEFAULT_THRESHOLDS, source: str = "construction"
+    weights: dict[str, Tensor],
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    source: str = "construction",
+    scale: str = "max",
 ) -> pd.DataFrame:
     """The same fractions for given weights (e.g. `linreg.constructions.construction_weights`), layer 0.
 
-    Thresholds are relative (|w| / max|w|, as the linreg lab's sparsity rows): the absolute scale of a construction
-    is arbitrary (lr / n sits in P, and W_K, W_Q may trade a factor), so only the pattern is meaningful.
+    Thresholds are relative, |w| / max|w| (scale "max", as the linreg lab's sparsity rows) or |w| / std(w) (scale
+    "std", the definition of the update's STD_RELATIVE column): the absolute scale of a construction is arbitrary
+    (lr / n sits in P, and W_K, W_Q may trade a factor), so only the pattern is meaningful.
     """
+    if scale not in ("max", "std"):
+        raise ValueError(f"scale must be 'max' or 'std', not {scale!r}")
+    if scale == "std":
+        return _rows(
+            {(0, name): [std_scaled(w, w)] for name, w in weights.items()}, thresholds, False, source
+        )
     return _rows({(0, name): [w] for name, w in weights.items()}, thresholds, True, source)
 
 

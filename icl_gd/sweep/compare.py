@@ -46,14 +46,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TABLE_METRICS = ("overlap@k", "ocs", "ocs_shared", "top1_agreement", "label_tv", "label_js", "tv", "js", "kl")
+TABLE_METRICS = ("overlap@k", "ocs", "ocs_n_common", "top1_agreement", "label_tv", "label_js", "tv", "js", "kl")
 TABLE_KEYS = ["model", "dataset", "demos", "eval", "pair_type"]
 EVAL_KEYS = ("top_k", "n_queries", "save_full_dist")
 ORDER_DIGITS = 4  # order sensitivities are small probabilities: one more decimal than the other tables
 LEGEND = (
     "\n_a = the first method of the pair (the reference), b = the second. overlap@k, ocs (overlap cosine "
     "similarity) and top1_agreement: higher = more alike; tv, js, kl (full vocabulary) and label_tv, label_js "
-    "(over the label words): lower = more alike; ocs_shared: the tokens OCS is computed over (OCS is 1 whenever "
+    "(over the label words): lower = more alike; ocs_n_common: the tokens OCS is computed over (OCS is 1 whenever "
     "one token is shared); kl is a lower bound where a stored float16 probability is 0 (floored at 1e-12). ± is the half-width of a two-level cluster-bootstrap interval "
     "(demo sets, then queries; with one demo set it covers query sampling only). "
     f"`{ORDER_PAIR}` is the noise floor: ICL against ICL with the same demos in another order; `{GD_ORDER_PAIR}` "
@@ -133,7 +133,7 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         "query_id": j.query_id,
         "overlap@k": M.topk_overlap(ids_a, ids_b).numpy(),
         "ocs": M.overlap_cosine(ids_a, pa, ids_b, pb).numpy(),
-        "ocs_shared": (M.topk_overlap(ids_a, ids_b) * ids_a.shape[1]).numpy(),  # tokens OCS is computed over
+        "ocs_n_common": (M.topk_overlap(ids_a, ids_b) * ids_a.shape[1]).numpy(),  # tokens OCS is computed over
         "top1_agreement": (ids_a[:, 0] == ids_b[:, 0]).double().numpy(),
         "accuracy_a": j.correct_a.astype(float).to_numpy(),
         "accuracy_b": j.correct_b.astype(float).to_numpy(),
@@ -223,7 +223,7 @@ def verdict_markdown(summary: pd.DataFrame) -> str:
     """The paired tests against the order floor and the normalised shares, from the pooled summary rows."""
     pooled = summary[summary["seed"].isna()] if "seed" in summary else summary
     tests = pooled[pooled["verdict"].notna()] if "verdict" in pooled else pooled.iloc[0:0]
-    shares = pooled[pooled["metric"].isin(list(SHARES.values()))]  # not ocs_shared, a token count
+    shares = pooled[pooled["metric"].isin(list(SHARES.values()))]  # not ocs_n_common, a token count
     out = ""
     if len(tests):
         cols = [

@@ -250,34 +250,35 @@ def _matrix(line: str) -> str:
     return str(line).rsplit(": ", 1)[-1]
 
 
-def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path, xlabel: str) -> Path:
+def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path) -> Path:
     """Fraction of weight-update entries below each threshold, per matrix type; the construction's dashed.
 
-    gd: columns [dataset, method, line, threshold, fraction] (one row of panels per method, one column per
-    dataset); construction: columns [line, threshold, fraction] (drawn on every panel; may have no rows);
-    xlabel: what the threshold applies to.
+    gd: columns [dataset, method, definition, line, threshold, fraction] (one row of panels per method and
+    definition, one column per dataset); construction: columns [definition, line, threshold, fraction] (drawn on
+    the panels of its definition; may have no rows). The x axis names the definition of its row.
     """
     datasets = _datasets(gd)
-    methods = sorted(gd["method"].unique()) if "method" in gd else [None]
-    fig, axes = _grid(len(methods), len(datasets), "Sparsity of the GD weight update (mean over layers)")
+    rows_of = [(m, d) for m in sorted(gd["method"].unique()) for d in list(dict.fromkeys(gd["definition"]))]
+    fig, axes = _grid(len(rows_of), len(datasets), "Sparsity of the GD weight update (mean over layers)")
     lines = sorted({*gd["line"], *construction["line"]})
     # a matrix's colour (the GD update's and the construction's alike), distinct within the figure
     by_matrix = S.colors(sorted({_matrix(line) for line in lines}))
     colors = {line: by_matrix[_matrix(line)] for line in lines}
-    for r, method in enumerate(methods):
-        rows = gd if method is None else gd[gd["method"] == method]
+    for r, (method, definition) in enumerate(rows_of):
+        rows = gd[(gd["method"] == method) & (gd["definition"] == definition)]
+        built = construction[construction["definition"] == definition]
         for ax, ds in zip(axes[r], datasets, strict=True):
             for line, g in rows[rows["dataset"] == ds].groupby("line", sort=True):
                 d = g.sort_values("threshold")
                 ax.plot(d["threshold"], d["fraction"], color=colors[line], label=line, **MAIN_STYLE)
-            for line, g in construction.groupby("line", sort=True):
+            for line, g in built.groupby("line", sort=True):
                 d = g.sort_values("threshold")
                 ax.plot(d["threshold"], d["fraction"], color=colors[line], label=line, **FLOOR_STYLE)
             ax.set_xscale("log")
-            ax.set_xlabel(xlabel)
+            ax.set_xlabel(f"threshold on {definition} (log scale)")
             ax.set_ylabel("fraction of entries below threshold")
             ax.set_ylim(*UNIT_RANGE)
-            ax.set_title(ds if method is None else f"{ds}: {method}")
+            ax.set_title(f"{ds}: {method}")
     outside_legend(fig, axes.flat, title="matrix (dashed: construction)")
     return save(fig, path)
 

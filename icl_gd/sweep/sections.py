@@ -44,11 +44,12 @@ from icl_gd.sweep.tables import (
     order_points,
     pair_name,
     sparsity_curves,
+    sparsity_definitions,
     sparsity_table,
 )
 from icl_gd.sweep.verdicts import BELOW, headline_table, more_alike_sign
 
-SPARSITY_KEYS = ("source", "model", "method", "matrix")
+SPARSITY_KEYS = ("source", "definition", "model", "method", "matrix")
 FIG_TRAJECTORY = "gd_trajectory.png"  # the GD search's trajectories (figures/)
 
 
@@ -244,23 +245,24 @@ def order_section(sweep: Sweep, fig_dir: Path) -> Section | None:
 
 
 def sparsity_section(sweep: Sweep, fig_dir: Path) -> Section | None:
-    """The GD update's sparsity beside the one-step-GD construction's (needs the jobs' sparsity.parquet)."""
-    gd = sweep.sparsity
-    if gd.empty:
+    """The GD update's sparsity beside the one-step-GD construction's (needs the jobs' sparsity.parquet), under
+    each definition the jobs wrote: a row of panels per definition, the construction's under the same one."""
+    if sweep.sparsity.empty:
         return None
+    relative = bool(sweep.jobs["sparsity_relative"].any())
+    gd = sparsity_definitions(sweep.sparsity, relative)
+    definitions = list(dict.fromkeys(gd["definition"]))
     construction = construction_sparsity(sorted(gd["threshold"].unique()))
     table = sparsity_table(gd, construction)
-    relative = bool(sweep.jobs["sparsity_relative"].any())
-    xlabel = "threshold on |Δw| / max|Δw| (log scale)" if relative else "threshold on |Δw| (log scale)"
     fig = plots.sparsity(
-        sparsity_curves(gd), construction_curves(construction), fig_dir / io.FIG_SPARSITY, xlabel
+        sparsity_curves(gd), construction_curves(construction, definitions), fig_dir / io.FIG_SPARSITY
     )
-    scale = "relative (|Δw| / max|Δw| per matrix)" if relative else "absolute (|Δw|)"
     how = (
         "Fraction of weight-update entries below each threshold per matrix type (mean over layers): the higher a "
-        "curve stays at small thresholds, the sparser the update. Dashed: the regression lab's one-step-GD "
-        f"construction (d={CONSTRUCTION_D}, n={CONSTRUCTION_N}), whose thresholds are relative (|w| / max|w|); "
-        f"the GD update's are {scale}."
+        "curve stays at small thresholds, the sparser the update. Each row of panels is one definition of small, "
+        f"named on its axis ({', '.join(definitions)}); dashed: the regression lab's one-step-GD construction "
+        f"(d={CONSTRUCTION_D}, n={CONSTRUCTION_N}) under the same relative definition (|w| / max|w| beside the "
+        "update's first row, |w| / std(w) beside |Δw| / std(w))."
     )
     return Section("sparsity", table, section("Sparsity of the GD update", how, sparsity_md(table), fig), fig)
 

@@ -10,7 +10,7 @@ import re
 
 import pandas as pd
 
-from icl_gd.analysis.sparsity import weights_sparsity
+from icl_gd.analysis.sparsity import STD_RELATIVE, weights_sparsity
 from icl_gd.data.source import SHUFFLED_WORDS, SOURCE_WORDS
 from icl_gd.linreg.constructions import construction_weights
 from icl_gd.sweep.loading import META
@@ -187,38 +187,94 @@ def order_points(orders: pd.DataFrame) -> pd.DataFrame:
     return orders.assign(group=_with_model(orders, "method"))[["dataset", "group", "std"]]
 
 
+UPDATE_MAX = "|Δw| / max|Δw|"  # the update's definitions of "small", each a row of the sparsity figure
+UPDATE_ABS = "|Δw|"
+UPDATE_STD = "|Δw| / std(w)"
+CONSTRUCTION_DEFINITION = {
+    "max": "|w| / max|w|",
+    "std": "|w| / std(w)",
+}  # the construction's, by weights_sparsity scale
+
+
+def sparsity_definitions(gd: pd.DataFrame, relative: bool) -> pd.DataFrame:
+    """The GD update's sparsity rows once per definition that they hold, in a `definition` column: `fraction` as
+    |Δw| / max|Δw| (analysis.sparsity_relative) or |Δw|, and the std-relative |Δw| / std(w) where the job wrote it."""
+    parts = [gd.assign(definition=UPDATE_MAX if relative else UPDATE_ABS)]
+    if STD_RELATIVE in gd and gd[STD_RELATIVE].notna().any():
+        parts.append(gd.assign(definition=UPDATE_STD, fraction=gd[STD_RELATIVE]))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _update_definition(construction_scale: str, definitions: list[str]) -> str:
+    """The update's row that a construction scale is drawn beside: std beside std, max beside the other one."""
+    return UPDATE_STD if construction_scale == "std" else next(d for d in definitions if d != UPDATE_STD)
+
+
 def sparsity_table(gd: pd.DataFrame, construction: pd.DataFrame) -> pd.DataFrame:
-    """Fraction below each threshold per (source, model, method, matrix): mean over layers, jobs, datasets."""
+    """Fraction below each threshold per (source, definition, model, method, matrix): mean over layers, jobs,
+    datasets. gd: rows with a `definition` (sparsity_definitions) or one plain definition; construction: rows of
+    construction_sparsity (a `scale` column) or plain weights_sparsity rows (|w| / max|w|)."""
+    if len(gd) and "definition" not in gd:
+        gd = gd.assign(definition=UPDATE_ABS)
     parts = [gd.assign(source="GD update")] if len(gd) else []
     if len(construction):
-        parts.append(construction.assign(source="construction", model="regression lab", method="one GD step"))
+        scale = construction.get("scale", "max")
+        parts.append(
+            construction.assign(
+                source="construction",
+                model="regression lab",
+                method="one GD step",
+                definition=pd.Series(scale, index=construction.index).map(CONSTRUCTION_DEFINITION),
+            )
+        )
     df = pd.concat(parts, ignore_index=True)
     return df.pivot_table(
-        index=["source", "model", "method", "matrix"], columns="threshold", values="fraction"
+        index=["source", "definition", "model", "method", "matrix"], columns="threshold", values="fraction"
     ).reset_index()
 
 
 def sparsity_curves(gd: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, dataset, matrix, threshold): the fraction below, averaged over layers and jobs."""
+    """Per (model, method, definition, dataset, matrix, threshold): the fraction below, averaged over layers and
+    jobs. gd: sparsity_definitions rows (plain rows count as one definition, |Δw|)."""
+    if "definition" not in gd:
+        gd = gd.assign(definition=UPDATE_ABS)
     mean = (
-        gd.groupby(["model", "method", "dataset", "matrix", "threshold"], sort=True)["fraction"]
+        gd.groupby(["model", "method", "definition", "dataset", "matrix", "threshold"], sort=True)["fraction"]
         .mean()
         .reset_index()
     )
     return mean.assign(line=_with_model(mean, "matrix"))
 
 
-def construction_curves(construction: pd.DataFrame) -> pd.DataFrame:
-    """The construction's fraction below each threshold per matrix (mean over layers); no rows when absent."""
+def construction_curves(construction: pd.DataFrame, definitions: list[str] | None = None) -> pd.DataFrame:
+    """The construction's fraction below each threshold per matrix (mean over layers), each scale in the update's
+    `definition` row it is drawn beside (definitions: the update's, in order); no rows when absent."""
     if construction.empty:
-        return pd.DataFrame(columns=["line", "threshold", "fraction"])
-    mean = construction.groupby(["matrix", "threshold"], sort=True)["fraction"].mean().reset_index()
-    return mean.assign(line="construction: " + mean["matrix"].astype(str))
+        return pd.DataFrame(columns=["definition", "line", "threshold", "fraction"])
+    if "scale" not in construction:
+        construction = construction.assign(scale="max")
+    definitions = definitions or [UPDATE_ABS]
+    construction = construction[
+        (construction["scale"] == "max") | (UPDATE_STD in definitions)
+    ]  # a std row only where the update has one
+    mean = construction.groupby(["scale", "matrix", "threshold"], sort=True)["fraction"].mean().reset_index()
+    return mean.assign(
+        definition=[_update_definition(s, definitions) for s in mean["scale"]],
+        line="construction: " + mean["matrix"].astype(str),
+    ).drop(columns="scale")
 
 
 def construction_sparsity(thresholds: list[float]) -> pd.DataFrame:
-    """The regression lab's constructed weights' sparsity at these thresholds, at the lab's default d and n."""
-    return weights_sparsity(construction_weights(CONSTRUCTION_D, CONSTRUCTION_N), thresholds)
+    """The regression lab's constructed weights' sparsity at these thresholds, at the lab's default d and n, under
+    both relative definitions (a `scale` column: "max", "std")."""
+    weights = construction_weights(CONSTRUCTION_D, CONSTRUCTION_N)
+    return pd.concat(
+        [
+            weights_sparsity(weights, thresholds, scale=scale).assign(scale=scale)
+            for scale in CONSTRUCTION_DEFINITION
+        ],
+        ignore_index=True,
+    )
 
 
 def checkpoint_steps(revisions: list[str]) -> dict[str, int]:

@@ -53,6 +53,9 @@ def test_partial_and_disjoint_overlap_by_hand() -> None:
     assert m["ocs"].tolist() == pytest.approx([0.33 / (0.34**0.5 * 0.45**0.5), 0.0], abs=1e-6)
     assert m["top1_agreement"].tolist() == [0, 0]
     assert m["tv"].tolist() == pytest.approx([0.5 * (0.2 + 0.3 + 0.2 + 0.1), 1.0], abs=1e-3)
+    assert m["ocs_n_common"].tolist() == [2, 0]  # the tokens OCS is computed over
+    # only the normalised shares of ICL's shift are named "share" (a token count is not one)
+    assert not [c for c in m.columns if "share" in c]
 
 
 def job(tmp: Path, method: str, **cfg) -> Job:

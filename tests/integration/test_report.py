@@ -358,9 +358,31 @@ def test_sparsity_figure_with_and_without_the_construction(tmp_path: Path) -> No
     construction = tables.construction_curves(
         pd.DataFrame({"matrix": "W_kq", "threshold": [1e-2, 1e-4], "fraction": [0.9, 0.8]})
     )
-    assert is_png(plots.sparsity(gd, construction, tmp_path / "p.png", "threshold on |Δw|"))
+    assert is_png(plots.sparsity(gd, construction, tmp_path / "p.png"))
     none = tables.construction_curves(pd.DataFrame())
-    assert is_png(plots.sparsity(gd, none, tmp_path / "p0.png", "threshold on |Δw|"))
+    assert is_png(plots.sparsity(gd, none, tmp_path / "p0.png"))
+
+
+def test_sparsity_std_relative_is_a_row_of_its_own_beside_the_constructions_std_row(tmp_path: Path) -> None:
+    """Where the jobs wrote |Δw| / std(w), it is a second definition: its own table rows and panels, drawn beside
+    the construction's |w| / std(w), never averaged with the max-relative fractions."""
+    from icl_gd.analysis.sparsity import STD_RELATIVE  # noqa: PLC0415
+
+    rows = sparsity_rows().assign(**{STD_RELATIVE: 0.9})
+    gd = tables.sparsity_definitions(rows, relative=True)
+    assert list(dict.fromkeys(gd["definition"])) == [tables.UPDATE_MAX, tables.UPDATE_STD]
+    construction = tables.construction_sparsity([1e-2, 1e-4])
+    table = tables.sparsity_table(gd, construction).set_index(["source", "definition", "matrix"])
+    assert table.loc[("GD update", tables.UPDATE_MAX, "q_proj"), 1e-2] == pytest.approx(0.3)
+    assert table.loc[("GD update", tables.UPDATE_STD, "q_proj"), 1e-2] == pytest.approx(0.9)
+    assert {d for s, d, _ in table.index if s == "construction"} == {"|w| / max|w|", "|w| / std(w)"}
+    curves = tables.construction_curves(construction, [tables.UPDATE_MAX, tables.UPDATE_STD])
+    assert set(curves["definition"]) == {tables.UPDATE_MAX, tables.UPDATE_STD}
+    only_max = tables.construction_curves(construction, [tables.UPDATE_ABS])
+    assert set(only_max["definition"]) == {tables.UPDATE_ABS}  # no std row without the update's std row
+    assert is_png(plots.sparsity(tables.sparsity_curves(gd), curves, tmp_path / "std.png"))
+    plain = tables.sparsity_definitions(sparsity_rows(), relative=False)
+    assert set(plain["definition"]) == {tables.UPDATE_ABS}
 
 
 def test_evolution_figure(tmp_path: Path) -> None:

@@ -144,3 +144,18 @@ def test_update_and_weights_under_the_same_relative_definitions() -> None:
     # the weights themselves: |w| / max|w| = 1 and |w| / std(w) = 0.87 everywhere: nothing below either threshold
     assert (df[S.WEIGHTS_MAX] == 0).all() and (df[S.WEIGHTS_STD] == 0).all()
     assert list(update_sparsity({name: update}, [1e-2]).columns) == COLUMNS  # without originals: as before
+
+
+def test_construction_sparsity_std_relative_by_hand() -> None:
+    """scale="std": |w| / std(w) of each matrix; the construction's zeros are below every threshold either way."""
+    d, D = 3, 4
+    weights = construction_weights(d, n=10, lr=0.7)
+    by_max = weights_sparsity(weights, THRESHOLDS)
+    by_std = weights_sparsity(weights, THRESHOLDS, scale="std")
+    wk = weights["wk"].to(torch.float64)
+    expected = float(((wk.abs() / wk.std()) < THRESHOLDS[0]).double().mean())
+    got = by_std[(by_std["matrix"] == "wk") & (by_std["threshold"] == THRESHOLDS[0])]["fraction"].item()
+    assert got == expected == (D * D - d) / (D * D)
+    assert by_std["n_entries"].tolist() == by_max["n_entries"].tolist()
+    with pytest.raises(ValueError, match="scale"):
+        weights_sparsity(weights, THRESHOLDS, scale="mean")
