@@ -46,7 +46,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TABLE_METRICS = ("overlap@k", "ocs", "ocs_n_common", "top1_agreement", "label_tv", "label_js", "tv", "js", "kl")
+TABLE_METRICS = (
+    "overlap@k",
+    "ocs",
+    "ocs_n_common",
+    "top1_agreement",
+    "label_tv",
+    "label_js",
+    "tv",
+    "js",
+    "kl",
+)
 TABLE_KEYS = ["model", "dataset", "demos", "eval", "pair_type"]
 EVAL_KEYS = ("top_k", "n_queries", "save_full_dist")
 ORDER_DIGITS = 4  # order sensitivities are small probabilities: one more decimal than the other tables
@@ -133,7 +143,8 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         "query_id": j.query_id,
         "overlap@k": M.topk_overlap(ids_a, ids_b).numpy(),
         "ocs": M.overlap_cosine(ids_a, pa, ids_b, pb).numpy(),
-        "ocs_n_common": (M.topk_overlap(ids_a, ids_b) * ids_a.shape[1]).numpy(),  # tokens OCS is computed over
+        # the number of tokens OCS is computed over
+        "ocs_n_common": (M.topk_overlap(ids_a, ids_b) * ids_a.shape[1]).numpy(),
         "top1_agreement": (ids_a[:, 0] == ids_b[:, 0]).double().numpy(),
         "accuracy_a": j.correct_a.astype(float).to_numpy(),
         "accuracy_b": j.correct_b.astype(float).to_numpy(),

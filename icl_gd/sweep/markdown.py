@@ -72,10 +72,17 @@ def with_half_width(col: str, header: str | None = None, missing: str = MISSING)
     return header or col, lambda r: fmt_pm(r.get(col), r.get(f"{col}_ci"), missing)
 
 
+def escape_cell(cell: str) -> str:
+    """A cell's text with its pipes escaped, so that '|Δw| / max|Δw|' stays one cell of a markdown table."""
+    return cell.replace("|", r"\|")
+
+
 def md_table(table: pd.DataFrame, columns: list[Column]) -> str:
-    """A markdown table with one row per table row, each column's cell from its function."""
-    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for _, r in table.iterrows()]
+    """A markdown table with one row per table row, each column's cell from its function (pipes escaped)."""
+    lines = ["| " + " | ".join(escape_cell(h) for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += [
+        "| " + " | ".join(escape_cell(cell(r)) for _, cell in columns) + " |" for _, r in table.iterrows()
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -562,4 +562,5 @@ def test_report_of_a_real_sweep(tmp_path: Path) -> None:
         io.FIG_SPARSITY,
     }
     assert all(is_png(f) for f in figures)
-    assert "| GD update | tiny_random (untrained) | gd | q_proj |" in md
+    assert r"| GD update | \|Δw\| / max\|Δw\| | tiny_random (untrained) | gd | q_proj |" in md
+    assert r"| construction | \|w\| / std(w) | regression lab | one GD step | wv |" in md

@@ -159,3 +159,17 @@ def test_construction_sparsity_std_relative_by_hand() -> None:
     assert by_std["n_entries"].tolist() == by_max["n_entries"].tolist()
     with pytest.raises(ValueError, match="scale"):
         weights_sparsity(weights, THRESHOLDS, scale="mean")
+
+
+def test_markdown_cells_with_pipes_stay_one_cell() -> None:
+    """A definition such as |Δw| / max|Δw| in a cell is escaped, so the row keeps its column count."""
+    import pandas as pd
+
+    from icl_gd.sweep.markdown import md_table, text
+
+    md = md_table(
+        pd.DataFrame({"definition": ["|Δw| / max|Δw|"], "x": ["1"]}), [text("definition"), text("x")]
+    )
+    row = md.splitlines()[2]
+    assert row == r"| \|Δw\| / max\|Δw\| | 1 |"
+    assert len(row.replace(r"\|", "").split("|")) - 2 == 2  # two cells
