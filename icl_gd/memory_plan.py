@@ -312,7 +312,8 @@ def check(cfg: DictConfig, prompt_tokens: int, demo_tokens: int) -> Estimate | N
     if not cfg.get("memory_check", True):
         return None
     est = estimate(cfg, prompt_tokens, demo_tokens)
-    log.info("memory plan: %s; %s offers %s", est.describe(), est.device, _gib(est.available))
+    # one line per job is the console's rule: the plan is said when it refuses (below); hydra.verbose shows it
+    log.debug("memory plan: %s; %s offers %s", est.describe(), est.device, _gib(est.available))
     if est.fits:
         return est
     options = cheaper_options(cfg, prompt_tokens, demo_tokens, est.arch)

@@ -164,6 +164,19 @@ def pair_style(pair: str) -> dict[str, Any]:
     return {"color": _hashed(key, EXTRA_COLORS), "marker": _hashed(key, EXTRA_MARKERS)}
 
 
+def curve_look(pair: str, floor: bool, icl_floor: bool, control: bool) -> tuple[Any, dict[str, Any]]:
+    """(colour, line keywords) of an agreement curve: ICL's floor grey and dashed, another method's floor (GD's)
+    dashed in that method's colour, a control dotted and hollow, a pair its `pair_style`."""
+    if icl_floor:
+        return FLOOR_COLOR, dict(FLOOR_STYLE)
+    if floor:
+        look = method_style(str(pair).split(" vs ", 1)[0])
+        return look["color"], {**FLOOR_STYLE, "marker": look["marker"], "fillstyle": "none"}
+    look = pair_style(pair)
+    extra = CONTROL_STYLE if control else {}
+    return look["color"], {"marker": look["marker"], **extra}
+
+
 def color(label: str) -> Any:
     """The fixed colour of a label: a method's, a named predictor's or matrix's, else one fixed by its name."""
     label = str(label)

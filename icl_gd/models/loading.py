@@ -347,7 +347,7 @@ def _pretrained(cfg: DictConfig, src: Source, dtype: torch.dtype):
     if cache.has_weights(entry):
         tokenizer = AutoTokenizer.from_pretrained(entry)
         model = AutoModelForCausalLM.from_pretrained(entry, **_dtype_kw(dtype), **_placement(cfg))
-        log.info("model=%s: dequantised weights from the cache %s", cfg.name, entry)
+        log.debug("model=%s: dequantised weights from the cache %s", cfg.name, entry)
         return model, tokenizer
     if src.gguf_file:
         common["gguf_file"] = src.gguf_file

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_NAMED = 8  # job folders named per kind in the end-of-sweep line; the rest are counted
+MAX_NAMED = 8  # failed or unfinished job folders named in the end-of-sweep line; the rest are counted
+MAX_NAMED_DONE = 3  # done or skipped folders named there: more are only counted (the line stays short)
 
 # plugin package -> (its PyPI name, this project's extra, the modules it needs at launch)
 LAUNCHER_PLUGINS = {
@@ -197,16 +198,17 @@ def end_of_sweep(scan: SweepScan) -> bool:
     return summary is not None
 
 
-def _named(folders: list[Path], sweep: Path) -> str:
-    """The folders as ": a, b" (relative to the sweep folder, MAX_NAMED at most, then a count); "" for none."""
+def _named(folders: list[Path], sweep: Path, most: int = MAX_NAMED) -> str:
+    """The folders as ": a, b" (relative to the sweep folder, `most` at most, then a count); "" for none."""
     names = [str(f.relative_to(sweep)) if f.is_relative_to(sweep) else str(f) for f in folders]
-    more = f", and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
-    return ": " + ", ".join(names[:MAX_NAMED]) + more if names else ""
+    more = f", and {len(names) - most} more" if len(names) > most else ""
+    return ": " + ", ".join(names[:most]) + more if names else ""
 
 
 def sweep_line(scan: SweepScan, started: float | None) -> str:
     """One line for the end of a multirun: how many jobs are done (this run), skipped (done before it started,
-    their status.json older than `started`), failed (or unreadable) and unfinished, each with its folders."""
+    their status.json older than `started`), failed (or unreadable) and unfinished, each with its folders (done and
+    skipped ones only up to MAX_NAMED_DONE: the failed are what the user must find)."""
     from icl_gd import io  # noqa: PLC0415
 
     done = sorted([j.folder for j in scan.jobs] + list(scan.other_done))
@@ -215,8 +217,8 @@ def sweep_line(scan: SweepScan, started: float | None) -> str:
     failed = sorted([f.folder for f in scan.failed] + [u.folder for u in scan.unreadable])
     unfinished = sorted(f.folder for f in scan.unfinished)
     parts = [
-        f"{len(ran)} done{_named(ran, scan.folder)}",
-        f"{len(skipped)} skipped (done before){_named(skipped, scan.folder)}",
+        f"{len(ran)} done{_named(ran, scan.folder, MAX_NAMED_DONE)}",
+        f"{len(skipped)} skipped (done before){_named(skipped, scan.folder, MAX_NAMED_DONE)}",
         f"{len(failed)} failed{_named(failed, scan.folder)}",
     ]
     if unfinished:

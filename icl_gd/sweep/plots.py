@@ -28,7 +28,6 @@ from icl_gd.style import (  # noqa: E402
     BAND_ALPHA,
     BOX_LABEL_ROTATION,
     CAPSIZE,
-    CONTROL_STYLE,
     FLOOR_COLOR,
     FLOOR_STYLE,
     LOG2,
@@ -146,19 +145,6 @@ def accuracy_vs_demos(acc: pd.DataFrame, path: Path) -> Path:
     return save(fig, path)
 
 
-def _pair_look(pair: str, floor: bool, icl_floor: bool, control: bool) -> tuple[Any, dict[str, Any]]:
-    """(colour, line keywords) of an agreement curve: ICL's floor grey and dashed, another method's floor (GD's)
-    dashed in that method's colour, a shuffled-label control dotted and hollow, a pair its `pair_style`."""
-    if icl_floor:
-        return FLOOR_COLOR, dict(FLOOR_STYLE)
-    if floor:
-        look = S.method_style(str(pair).split(" vs ", 1)[0])
-        return look["color"], {**FLOOR_STYLE, "marker": look["marker"], "fillstyle": "none"}
-    look = S.pair_style(pair)
-    extra = CONTROL_STYLE if control else {}
-    return look["color"], {"marker": look["marker"], **extra}
-
-
 def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str, str]) -> Path:
     """Agreement of each method pair against N (one row per metric), the ICL-order noise floor dashed grey.
 
@@ -182,7 +168,7 @@ def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str
             ax = axes[r][c]
             d = agr[(agr["dataset"] == ds) & (agr["metric"] == metric)]
             for (line, pair, floor, grey, ctrl), g in d.groupby(keys, sort=True):
-                color, kw = _pair_look(pair, bool(floor), bool(grey), bool(ctrl))
+                color, kw = S.curve_look(pair, bool(floor), bool(grey), bool(ctrl))
                 _curve(ax, g, "demos", str(line), color, **kw)
             if d.empty:
                 ax.text(0.5, 0.5, NO_FLOOR_NOTE, ha="center", va="center", transform=ax.transAxes)

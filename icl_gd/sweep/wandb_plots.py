@@ -17,8 +17,17 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from icl_gd import io
-from icl_gd.style import FLOOR_COLOR, PANEL_SIZE, TITLE_SIZE, UNIT_RANGE, save
-from icl_gd.sweep.pair_types import is_order_pair
+from icl_gd.style import (
+    MAIN_STYLE,
+    TITLE_SIZE,
+    UNIT_RANGE,
+    curve_look,
+    figure,
+    method_style,
+    outside_legend,
+    save,
+)
+from icl_gd.sweep.pair_types import ORDER_PAIR, is_order_pair
 from icl_gd.sweep.tables import AGREEMENT, pair_name
 
 if TYPE_CHECKING:
@@ -28,6 +37,7 @@ if TYPE_CHECKING:
 PLOTS_PREFIX = "plots"
 ACCURACY = "label_accuracy"  # what the accuracy plot draws (the job runs' summary key of the same name)
 XNAME = "demos"
+MODEL_SEP = " / "  # between a line's model and its method or pair, where models vary
 
 
 @dataclass
@@ -69,7 +79,7 @@ def _lines(df: pd.DataFrame, line: str, value: str) -> tuple[list[str], list[lis
 def _label(df: pd.DataFrame, name: pd.Series) -> pd.Series:
     """A line's name, with its model in front when the frame has several models."""
     if "model" in df and df["model"].nunique() > 1:
-        return df["model"].astype(str) + " / " + name.astype(str)
+        return df["model"].astype(str) + MODEL_SEP + name.astype(str)
     return name.astype(str)
 
 
@@ -117,19 +127,28 @@ def read_manifest(folder: Path) -> list[dict[str, Any]]:
         return []
 
 
+def _look(p: LineSeries, name: str) -> tuple[Any, dict[str, Any]]:
+    """(colour, line keywords) of one line: the same colour and marker as in the report's own figures."""
+    bare = name.split(MODEL_SEP)[-1]  # the line's method or pair, without its model
+    if p.kind == "accuracy":
+        look = method_style(bare)
+        return look["color"], {**MAIN_STYLE, "marker": look["marker"]}
+    floor = name in p.floors
+    color, kw = curve_look(bare, floor, floor and bare == pair_name(ORDER_PAIR), bare.endswith("(control)"))
+    return color, {**MAIN_STYLE, **kw}
+
+
 def draw(plots: list[LineSeries], path: Path) -> Path | None:
-    """The W&B plots as one PNG (a row per dataset, a column per metric): what the dashboard shows, for README."""
+    """The W&B plots as one PNG and PDF (a row per dataset, a column per metric): what the dashboard shows, for
+    README, in the report's fixed colours and markers, with one legend outside the panels."""
     if not plots:
         return None
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     datasets = sorted({p.dataset for p in plots})
     metrics = list(dict.fromkeys(p.metric for p in plots))
-    fig, axes = plt.subplots(
-        len(datasets),
-        len(metrics),
-        figsize=(PANEL_SIZE[0] * len(metrics), PANEL_SIZE[1] * len(datasets)),
-        squeeze=False,
+    fig, axes = figure(
+        len(datasets), len(metrics), "The report run's W&B line plots (wandb.plot.line_series)"
     )
     for ax in axes.flat:
         ax.set_visible(False)
@@ -137,18 +156,15 @@ def draw(plots: list[LineSeries], path: Path) -> Path | None:
         ax = axes[datasets.index(p.dataset)][metrics.index(p.metric)]
         ax.set_visible(True)
         for name, x, y in zip(p.keys, p.xs, p.ys, strict=True):
-            floor = name in p.floors
-            ax.plot(
-                x, y, "--" if floor else "-", marker="o", label=name, color=FLOOR_COLOR if floor else None
-            )
+            color, kw = _look(p, name)
+            ax.plot(x, y, label=name, color=color, **kw)
         ax.set_xscale("symlog", base=2, linthresh=1)
         ax.set_xticks(sorted({v for x in p.xs for v in x}))
         ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_ylim(*UNIT_RANGE)
         ax.set_xlabel("demonstrations (N)")
         ax.set_ylabel(p.metric)
-        by = "method" if p.kind == "accuracy" else "pair (dashed: noise floor)"
+        by = "method" if p.kind == "accuracy" else "pair"
         ax.set_title(f"{p.dataset}: {p.metric} by {by}", fontsize=TITLE_SIZE)
-        ax.legend(fontsize="small")
-    fig.suptitle("The report run's W&B line plots (wandb.plot.line_series)")
+    outside_legend(fig, axes.flat, title="method / pair (dashed: a noise floor)")
     return save(fig, path)

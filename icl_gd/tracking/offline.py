@@ -54,4 +54,4 @@ def _drop_superseded(out: Path, run_id: str) -> None:
     """Remove older offline runs of `run_id` under out/wandb: the run about to start replaces them."""
     for old in (out / "wandb").glob(f"offline-run-*-{run_id}"):
         shutil.rmtree(old, ignore_errors=True)
-        log.info("W&B: removed %s, superseded by this run of the same id", old)
+        log.debug("W&B: removed %s, superseded by this run of the same id", old)

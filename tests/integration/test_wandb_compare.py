@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from icl_gd import io
-from icl_gd.sweep.callbacks import MAX_NAMED, sweep_line
+from icl_gd.sweep.callbacks import MAX_NAMED, MAX_NAMED_DONE, sweep_line
 from icl_gd.sweep.compare import with_run_ids
 from icl_gd.sweep.jobs import Job, JobFailure, SweepScan
 
@@ -68,3 +68,9 @@ def test_the_end_of_sweep_line_counts_done_skipped_failed_with_folders(tmp_path:
     many = SweepScan(sweep, failed=[JobFailure(sweep / f"j{i:02d}", "x") for i in range(MAX_NAMED + 2)])
     named = ", ".join(f"j{i:02d}" for i in range(MAX_NAMED))
     assert sweep_line(many, None).endswith(f"{MAX_NAMED + 2} failed: {named}, and 2 more")
+    # done jobs are the ones nobody needs to find: a few are named, the rest counted, so the line stays short
+    done = [Job(sweep / f"d{i:02d}", job) for i in range(MAX_NAMED_DONE + 5)]
+    for j in done:
+        io.write_status(j.folder, "done")
+    short = sweep_line(SweepScan(sweep, jobs=done), None)
+    assert f"{MAX_NAMED_DONE + 5} done: d00, d01, d02, and 5 more; 0 skipped" in short

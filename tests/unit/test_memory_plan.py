@@ -86,7 +86,8 @@ def _job_peak(tmp_path: Path, overrides: list[str]) -> tuple[float, float]:
     """(the job's own estimate, its peak RSS), both GiB, of `python run.py <overrides>` in a fresh process."""
     from benchmarks.common import run_child  # noqa: PLC0415
 
-    _, rss, out = run_child(["run.py", "logger=none", f"hydra.run.dir={tmp_path}", *overrides])
+    verbose = "hydra.verbose=icl_gd.memory_plan"  # the plan is a debug line
+    _, rss, out = run_child(["run.py", "logger=none", verbose, f"hydra.run.dir={tmp_path}", *overrides])
     found = re.search(r"memory plan: ~([\d.]+) GiB", out)
     assert found, out[-2000:]
     return float(found.group(1)), rss["peak_rss_gib"]

@@ -71,3 +71,50 @@ def test_no_legend_without_labels(name: str) -> None:
     S.outside_legend(fig, axes.flat)
     assert len(fig.legends) == (1 if name else 0)
     plt.close(fig)
+
+
+def test_the_wandb_plot_preview_draws_each_line_in_the_report_figures_colours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wandb_plots.png used matplotlib's cycle (gd blue there, vermillion in the report): now the same looks."""
+    from icl_gd.sweep.wandb_plots import LineSeries, draw
+
+    acc = LineSeries(
+        "plots/d/acc",
+        "t",
+        "d",
+        "label_accuracy",
+        "accuracy",
+        ["gd", "icl"],
+        [[2, 4]] * 2,
+        [[0.5, 0.6]] * 2,
+        [],
+    )
+    floor = "ICL vs ICL in another order (floor)"
+    agr = LineSeries(
+        "plots/d/ocs",
+        "t",
+        "d",
+        "ocs",
+        "agreement",
+        [floor, "icl vs gd"],
+        [[2, 4]] * 2,
+        [[0.9, 0.9], [0.4, 0.5]],
+        [floor],
+    )
+    seen: dict[str, tuple] = {}
+    real_save = S.save
+
+    def keep(fig: plt.Figure, path: Path) -> Path:
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                seen[line.get_label()] = (line.get_color(), line.get_marker(), line.get_linestyle())
+        return real_save(fig, path)
+
+    monkeypatch.setattr("icl_gd.sweep.wandb_plots.save", keep)
+    draw([acc, agr], tmp_path / "w.png")
+    assert seen["gd"][:2] == (S.method_style("gd")["color"], S.method_style("gd")["marker"])
+    assert seen["icl"][:2] == (S.method_style("icl")["color"], "o")
+    assert seen["icl vs gd"][:2] == seen["gd"][:2]  # a pair against ICL takes the other method's look
+    assert seen[floor] == (S.FLOOR_COLOR, "x", "--")
+    assert (tmp_path / "w.png").read_bytes()[:4] == PNG_MAGIC and (tmp_path / "w.pdf").exists()
