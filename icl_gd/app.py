@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from icl_gd import io, progress, show_config
+from icl_gd import io, progress, show_config, threads
 from icl_gd.confdir import CONFIG_NAME, HYDRA_VERSION, hydra_config_path
 from icl_gd.errors import EXIT_CONFIG, EXIT_FAILED, ConfigError, DataError, ModelNotFoundError
 from icl_gd.runner import run
@@ -48,6 +48,9 @@ def hydra_app(cfg: DictConfig) -> None:
     experiment = hc.runtime.choices.get("experiment")  # the preset, for W&B names, groups and tags
     folder = Path(hc.sweep.dir if multirun else hc.run.dir)
     progress.configure(bool(cfg.get("progress", True)))
+    threads.apply(
+        cfg.get("threads", threads.AUTO), hc.launcher
+    )  # parallel jobs share the cores, never oversubscribe
     out = Path(cfg.output_dir)
     before = _status_time(out)
     started = time.monotonic()

@@ -55,6 +55,7 @@ NON_IDENTITY_KEYS = (
     "other_task",
     "progress",
     "memory_check",
+    "threads",
 )
 OTHER_TASK = "other"  # demo_source=other: the data set's partner in `other_task:`
 DEMO_LABELS = ("original", "shuffled")
@@ -312,6 +313,12 @@ def check_job(cfg: DictConfig, dataset: DictConfig) -> None:
     if cfg.demo_sampling == "balanced" and dataset.kind != "classification":
         raise ConfigError(
             "demo_sampling=balanced needs a classification dataset (labels to balance); use random."
+        )
+    n_threads = cfg.get("threads", "auto")
+    if n_threads != "auto" and (not is_int(n_threads) or int(n_threads) < 1):
+        raise ConfigError(
+            f"threads={n_threads!r} must be auto (the cores shared among the jobs that run at once) or an "
+            "integer >= 1 (torch threads per job)."
         )
     ev = typed(EvalConfig, cfg.eval, "eval")
     for key in ("n_queries", "top_k", "batch_size"):

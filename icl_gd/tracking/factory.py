@@ -78,7 +78,9 @@ def make_tracker(
         return NullTracker()
     _define_metrics(run)
     tracker = WandbTracker(run, out, cfg)
-    log.debug("W&B %s run %s in %s", tracker.mode, getattr(run, "id", "?"), tracker.run_dir)  # one sync hint a sweep
+    log.debug(
+        "W&B %s run %s in %s", tracker.mode, getattr(run, "id", "?"), tracker.run_dir
+    )  # one sync hint a sweep
     return tracker
 
 

@@ -211,8 +211,10 @@ def sweep_env() -> dict[str, str]:
     return env
 
 
-def run_sweep(sweep: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return run_py(*SWEEP, f"hydra.sweep.dir={sweep}", *args, env=sweep_env(), timeout=timeout)
+def run_sweep(
+    sweep: Path, *args: str, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return run_py(*SWEEP, f"hydra.sweep.dir={sweep}", *args, env=env or sweep_env(), timeout=timeout)
 
 
 def job_folders(sweep: Path) -> dict[str, Path]:
@@ -260,6 +262,20 @@ def test_joblib_sweep_with_two_workers_matches_the_basic_launcher(basic_sweep: P
     for folder in job_folders(sweep).values():
         info = run_folder(offline_runs(folder)[0])
         assert info["group"] == "adhoc-sweep" and info["job_type"] in folder.name
+        assert json.loads((folder / io.STATUS).read_text())["torch_threads"] == 1  # OMP_NUM_THREADS=1 stands
+
+
+def test_a_joblib_sweep_shares_the_cores_among_its_jobs(tmp_path: Path) -> None:
+    """Without OMP_NUM_THREADS, each of n_jobs parallel jobs gets cores // n_jobs torch threads (threads=auto)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    from icl_gd.threads import usable_cores  # noqa: PLC0415
+
+    sweep = tmp_path / "sweep"
+    env = {k: v for k, v in sweep_env().items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    proc = run_sweep(sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for folder in job_folders(sweep).values():
+        assert json.loads((folder / io.STATUS).read_text())["torch_threads"] == max(1, usable_cores() // 2)
 
 
 @pytest.mark.slow
