@@ -46,6 +46,7 @@ MODEL_LINESTYLES = (
     (0, (5, 1)),
     (0, (3, 1, 1, 1, 1, 1)),
 )  # one per model of a figure (dashed: floors)
+CONSTRUCTION_COLOR = "0.15"  # the sparsity figure's construction lines (dashed, one marker per matrix)
 NO_FLOOR_NOTE = "one demonstration: one order,\nno noise floor to draw"
 BOX_ALPHA = 0.35  # fill of an order-sensitivity box, in its method's colour
 
@@ -246,10 +247,15 @@ def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path) -> Path:
     datasets = _datasets(gd)
     rows_of = [(m, d) for m in sorted(gd["method"].unique()) for d in list(dict.fromkeys(gd["definition"]))]
     fig, axes = _grid(len(rows_of), len(datasets), "Sparsity of the GD weight update (mean over layers)")
-    lines = sorted({*gd["line"], *construction["line"]})
-    # a matrix's colour (the GD update's and the construction's alike), distinct within the figure
-    by_matrix = S.colors(sorted({_matrix(line) for line in lines}))
-    colors = {line: by_matrix[_matrix(line)] for line in lines}
+    # a language-model matrix's colour, distinct within the figure; the construction's matrices (another model,
+    # nearly flat lines) all in one dark grey, told apart by their markers
+    by_matrix = S.colors(sorted({_matrix(line) for line in gd["line"]}))
+    colors = {line: by_matrix[_matrix(line)] for line in gd["line"]}
+    built_lines = sorted(set(construction["line"]))
+    built_look = {
+        line: {**FLOOR_STYLE, "color": CONSTRUCTION_COLOR, "marker": S.EXTRA_MARKERS[i % len(S.EXTRA_MARKERS)]}
+        for i, line in enumerate(built_lines)
+    }
     for r, (method, definition) in enumerate(rows_of):
         rows = gd[(gd["method"] == method) & (gd["definition"] == definition)]
         built = construction[construction["definition"] == definition]
@@ -259,7 +265,7 @@ def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path) -> Path:
                 ax.plot(d["threshold"], d["fraction"], color=colors[line], label=line, **MAIN_STYLE)
             for line, g in built.groupby("line", sort=True):
                 d = g.sort_values("threshold")
-                ax.plot(d["threshold"], d["fraction"], color=colors[line], label=line, **FLOOR_STYLE)
+                ax.plot(d["threshold"], d["fraction"], label=line, **built_look[line])
             ax.set_xscale("log")
             ax.set_xlabel(f"threshold on {definition} (log scale)")
             ax.set_ylabel("fraction of entries below threshold")

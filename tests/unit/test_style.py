@@ -118,3 +118,55 @@ def test_the_wandb_plot_preview_draws_each_line_in_the_report_figures_colours(
     assert seen["icl vs gd"][:2] == seen["gd"][:2]  # a pair against ICL takes the other method's look
     assert seen[floor] == (S.FLOOR_COLOR, "x", "--")
     assert (tmp_path / "w.png").read_bytes()[:4] == PNG_MAGIC and (tmp_path / "w.pdf").exists()
+
+
+def test_the_sparsity_figure_keeps_the_constructions_lines_apart_from_the_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seventeen matrices overran the palette (wv and proj_wv shared a colour): the construction's lines are now
+    one dark grey with a marker each, the model's matrices keep distinct colours."""
+    import pandas as pd
+
+    from icl_gd.sweep import plots
+
+    model = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "up_proj",
+        "down_proj",
+        "gate_proj",
+        "embed_tokens",
+        "norm",
+    ]
+    built = ["proj", "proj_wv", "wk", "wq", "wk_t_wq", "wv"]
+    th = [1e-3, 1e-2]
+    gd = pd.DataFrame(
+        [
+            {"dataset": "d", "method": "gd", "definition": "x", "line": m, "threshold": t, "fraction": 0.5}
+            for m in model
+            for t in th
+        ]
+    )
+    construction = pd.DataFrame(
+        [
+            {"definition": "x", "line": f"construction: {m}", "threshold": t, "fraction": 0.9}
+            for m in built
+            for t in th
+        ]
+    )
+    seen: dict[str, tuple] = {}
+    real_save = S.save
+
+    def keep(fig: plt.Figure, path: Path) -> Path:
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                seen[line.get_label()] = (line.get_color(), line.get_marker())
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "save", keep)
+    plots.sparsity(gd, construction, tmp_path / "s.png")
+    assert len({seen[m][0] for m in model}) == len(model)  # one colour per model matrix
+    grey = {seen[f"construction: {m}"] for m in built}
+    assert {c for c, _ in grey} == {plots.CONSTRUCTION_COLOR} and len({mk for _, mk in grey}) == len(built)
