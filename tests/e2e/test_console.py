@@ -11,6 +11,7 @@ import pytest
 from tests.helpers.cli import run_py
 
 TINY = ["model=tiny_random", "logger=none", "eval.n_queries=2"]
+CONSOLE_WIDTH = 120  # the console table stays readable in a terminal
 STEP_LINE = re.compile(r"train: +100% 16/16 \[.*step/s, loss=[0-9.]+\]")
 
 
@@ -54,3 +55,19 @@ def test_a_config_error_is_said_once(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in out
     errors = [line for line in out.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and "ConfigError" in errors[0], out[-2000:]
+
+
+@pytest.mark.slow
+def test_a_sweeps_console_is_one_line_per_job_start_and_end_with_one_sync_hint(tmp_path: Path) -> None:
+    """No per-job W&B, memory-plan or cache lines; the comparison's short table; one `wandb sync` hint a sweep."""
+    sweep = tmp_path / "sweep"
+    args = [a for a in TINY if a != "logger=none"]
+    proc = run_py("-m", *args, "method=zeroshot,icl", "demos=2", "progress=false", f"hydra.sweep.dir={sweep}")
+    lines = (proc.stdout + proc.stderr).splitlines()
+    said = "\n".join(lines)
+    assert "memory plan" not in said and "W&B offline run " not in said and "from the cache" not in said
+    assert sum("upload them with: wandb sync" in line for line in lines) == 1
+    assert sum(" done in " in line for line in lines) == 2  # one end line per job
+    assert f"All metrics, shares and legends: {sweep / 'comparison.md'}" in said
+    table = [line for line in lines if line.startswith("|")]
+    assert table and max(map(len, table)) < CONSOLE_WIDTH, max(table, key=len)
