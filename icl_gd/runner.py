@@ -118,14 +118,9 @@ def run(
         files = [p for p in (out / io.PREDICTIONS, out / io.DEMOS) if p.exists()]
         if files:
             tracker.log_artifact(files, name=predictions_artifact(group, out.name), type=PREDICTIONS_ARTIFACT)
-        io.write_status(
-            out,
-            "done",
-            config_hash=h,
-            wall_s=round(time.time() - started, 3),
-            torch_threads=torch.get_num_threads(),  # timings compare only at equal threads (icl_gd/threads.py)
-            versions=versions(),
-        )
+        # torch_threads: timings compare only at equal threads (icl_gd/threads.py)
+        took = {"wall_s": round(time.time() - started, 3), "torch_threads": torch.get_num_threads()}
+        io.write_status(out, "done", config_hash=h, **took, versions=versions())
         log.debug("done %s: %s", out, {k: metrics[k] for k in ("accuracy", "label_accuracy") if k in metrics})
         return metrics
     except Exception as e:  # recorded, so the other jobs of a sweep go on
