@@ -37,7 +37,9 @@ def test_sweep_jobs_are_numbered_and_named_relative_to_the_sweep(tmp_path: Path)
     sweep = tmp_path / "sweep"
     proc = run_py("-m", *TINY, "method=zeroshot,icl", "demos=1", f"hydra.sweep.dir={sweep}")
     ends = [
-        line.split(" - ", 1)[1] for line in (proc.stdout + proc.stderr).splitlines() if " done in " in line
+        line.split("[INFO] ", 1)[1]
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if " done in " in line
     ]
     assert len(ends) == 2
     for i, (line, method) in enumerate(zip(ends, ("zeroshot", "icl"), strict=True)):
@@ -71,3 +73,13 @@ def test_a_sweeps_console_is_one_line_per_job_start_and_end_with_one_sync_hint(t
     assert f"All metrics, shares and legends: {sweep / 'comparison.md'}" in said
     table = [line for line in lines if line.startswith("|")]
     assert table and max(map(len, table)) < CONSOLE_WIDTH, max(table, key=len)
+
+
+@pytest.mark.slow
+def test_console_lines_carry_the_time_and_level_the_log_file_the_full_format(tmp_path: Path) -> None:
+    job = tmp_path / "icl"
+    proc = run_py(*TINY, "method=icl", "demos=1", f"hydra.run.dir={job}")
+    (end,) = [line for line in (proc.stdout + proc.stderr).splitlines() if " done in " in line]
+    assert re.match(r"\[\d\d:\d\d:\d\d\]\[INFO\] job done in ", end), end
+    logged = (job / "icl-gd.log").read_text()
+    assert re.search(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\]\[icl_gd\]\[INFO\] - job done in ", logged)
