@@ -48,6 +48,8 @@ MODEL_LINESTYLES = (
 )  # one per model of a figure (dashed: floors)
 CONSTRUCTION_COLOR = "0.15"  # the sparsity figure's construction lines (dashed, one marker per matrix)
 NO_FLOOR_NOTE = "one demonstration: one order,\nno noise floor to draw"
+DOT_ROW_INCHES = 0.28  # the height of one pair's row in the one-demo-count agreement figure
+LABEL_INCHES_PER_CHAR = 0.075  # the width a character of its row names takes there (at the style's font size)
 BOX_ALPHA = 0.35  # fill of an order-sensitivity box, in its method's colour
 
 
@@ -162,6 +164,8 @@ def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str
     metrics = [m for m in metric_labels if m in set(agr["metric"])]
     demos = agr["demos"]
     agr = agr[~(agr["floor"].astype(bool) & (agr["demos"] < MIN_ORDER_DEMOS))]
+    if demos.nunique() == 1 and len(agr):  # one N: a line per pair would be a stack of points at one x
+        return _agreement_dots(agr, datasets, metrics, metric_labels, int(demos.iloc[0]), path)
     fig, axes = _grid(len(metrics), len(datasets), "Agreement with ICL vs number of demonstrations")
     keys = ["line", "pair", "floor", "icl_floor", "control"]
     for r, metric in enumerate(metrics):
@@ -178,6 +182,50 @@ def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str
             ax.set_ylim(*UNIT_RANGE)
             ax.set_title(ds)
     outside_legend(fig, axes.flat, title="pair (dashed: a noise floor)")
+    return save(fig, path)
+
+
+def _agreement_dots(
+    agr: pd.DataFrame,
+    datasets: list[str],
+    metrics: list[str],
+    metric_labels: Mapping[str, str],
+    n_demos: int,
+    path: Path,
+) -> Path:
+    """The agreement figure of a sweep with one demo count: per panel a row per pair (named on the y axis, ICL's
+    floor first), its mean and 95% interval as a dot with a horizontal bar, in the pair's colour and marker."""
+    keys = ["line", "pair", "floor", "icl_floor", "control"]
+    rows = agr.drop_duplicates("line").sort_values(
+        ["icl_floor", "floor", "line"], ascending=[False, False, True]
+    )
+    order = list(rows["line"])
+    width = S.PANEL_SIZE[0] * len(datasets) + LABEL_INCHES_PER_CHAR * max(
+        map(len, order)
+    )  # room for the names
+    fig, axes = figure(len(metrics), len(datasets), f"Agreement with ICL at N = {n_demos}", width=width)
+    fig.set_figheight(max(fig.get_figheight(), len(metrics) * DOT_ROW_INCHES * (len(order) + 1)))
+    for r, metric in enumerate(metrics):
+        for c, ds in enumerate(datasets):
+            ax = axes[r][c]
+            d = agr[(agr["dataset"] == ds) & (agr["metric"] == metric)]
+            for (line, pair, floor, grey, ctrl), g in d.groupby(keys, sort=True):
+                color, kw = S.curve_look(pair, bool(floor), bool(grey), bool(ctrl))
+                y = order.index(line)
+                mean, lo, hi = (float(g[k].mean()) for k in ("mean", "lo", "hi"))
+                err = [[mean - lo], [hi - mean]] if np.isfinite([lo, hi]).all() else None
+                fill = kw.get("fillstyle", "full")
+                ax.errorbar(
+                    mean, y, xerr=err, color=color, marker=kw["marker"], fillstyle=fill, capsize=CAPSIZE
+                )
+            floor = d[d["icl_floor"].astype(bool)]
+            if len(floor):  # the floor every verdict tests against, as a reference line through all rows
+                ax.axvline(float(floor["mean"].mean()), color=FLOOR_COLOR, linestyle="--", linewidth=1)
+            ax.set_yticks(range(len(order)), order if c == 0 else [""] * len(order))
+            ax.set_ylim(len(order) - 0.5, -0.5)  # the first pair on top
+            ax.set_xlim(*UNIT_RANGE)
+            ax.set_xlabel(metric_labels[metric])
+            ax.set_title(ds)
     return save(fig, path)
 
 
@@ -253,7 +301,11 @@ def sparsity(gd: pd.DataFrame, construction: pd.DataFrame, path: Path) -> Path:
     colors = {line: by_matrix[_matrix(line)] for line in gd["line"]}
     built_lines = sorted(set(construction["line"]))
     built_look = {
-        line: {**FLOOR_STYLE, "color": CONSTRUCTION_COLOR, "marker": S.EXTRA_MARKERS[i % len(S.EXTRA_MARKERS)]}
+        line: {
+            **FLOOR_STYLE,
+            "color": CONSTRUCTION_COLOR,
+            "marker": S.EXTRA_MARKERS[i % len(S.EXTRA_MARKERS)],
+        }
         for i, line in enumerate(built_lines)
     }
     for r, (method, definition) in enumerate(rows_of):

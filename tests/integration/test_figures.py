@@ -112,3 +112,23 @@ def test_every_report_figure_is_written_as_png_and_pdf(tmp_path: Path) -> None:
     curves = tables.agreement_curves(sweep_queries())
     path = plots.agreement_vs_demos(curves, tmp_path / "g.png", tables.AGREEMENT)
     assert path.suffix == ".png" and path.with_suffix(".pdf").stat().st_size > 0
+
+
+def test_one_demo_count_draws_a_row_per_pair_with_the_floor_on_top(tmp_path: Path, monkeypatch) -> None:
+    """With one N every line is one point stacked at one x: the figure is a dot plot, a named row per pair."""
+    q = sweep_queries()
+    curves = tables.agreement_curves(q[q["demos"] == 2])
+    kept: list[plt.Figure] = []
+    monkeypatch.setattr(plots, "save", lambda fig, p: kept.append(fig) or p)
+    plots.agreement_vs_demos(curves, tmp_path / "g.png", tables.AGREEMENT)
+    (fig,) = kept
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert names[0] == tables.pair_name(ORDER_PAIR) and "icl vs gd" in names
+    assert len(names) == curves[curves["metric"] == "overlap@k"]["line"].nunique()
+    assert "N = 2" in fig.get_suptitle()
+    # the pair keeps its colour; the floor is also a dashed reference line
+    gd_color = [line.get_color() for line in ax.get_lines() if line.get_marker() == S.METHOD_MARKERS["gd"]]
+    assert any(mcolors.same_color(c, S.METHOD_COLORS["gd"]) for c in gd_color)
+    assert any(line.get_linestyle() == "--" for line in ax.get_lines())
+    plt.close(fig)
