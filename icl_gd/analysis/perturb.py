@@ -107,13 +107,13 @@ def draw(
     for ax, (col, label) in zip(axes[0], columns.items(), strict=True):
         for name, df in stats.groupby(line, sort=True):
             c = style.color(str(name))
-            ax.plot(df["eps"], df[f"{col}_mean"], marker="o", color=c, label=str(name))
-            ax.fill_between(df["eps"], df[f"{col}_min"], df[f"{col}_max"], color=c, alpha=0.2)
+            ax.plot(df["eps"], df[f"{col}_mean"], color=c, label=str(name), **style.MAIN_STYLE)
+            ax.fill_between(df["eps"], df[f"{col}_min"], df[f"{col}_max"], color=c, alpha=style.BAND_ALPHA)
         positive_eps = table["eps"][table["eps"] > 0]
         ax.set_xscale("symlog", linthresh=float(positive_eps.min()) if len(positive_eps) else 1.0)
         if log_y:
             ax.set_yscale("log")
         ax.set_xlabel("eps (noise: eps * std(W) * Z per matrix)")
         ax.set_ylabel(label)
-        ax.legend()
+    style.outside_legend(fig, axes.flat)  # never over the data
     return style.save(fig, path)

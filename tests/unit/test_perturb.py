@@ -122,3 +122,27 @@ def test_lab_sensitivity_table_and_figure(lab_table) -> None:
             metrics[f"risk/sensitivity_ratio/{name}/eps=1"] > metrics[f"risk/sensitivity_ratio/{name}/eps=0"]
         )
         assert metrics[f"risk/sensitivity_ratio/{name}/eps=0"] == pytest.approx(1.0)
+
+
+def test_the_sensitivity_figure_keeps_its_legend_outside_the_data(tmp_path, monkeypatch) -> None:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from icl_gd import style
+    from icl_gd.analysis import perturb
+
+    table = pd.DataFrame(
+        [
+            {"model": m, "eps": e, "noise_seed": s, "risk": 1.0 + e + s / 10}
+            for m in ("lsa", "h3")
+            for e in (0.0, 0.1, 1.0)
+            for s in (0, 1)
+        ]
+    )
+    kept: list[plt.Figure] = []
+    monkeypatch.setattr(style, "save", lambda fig, p: kept.append(fig) or p)
+    perturb.draw(table, {"risk": "risk"}, "model", tmp_path / "r.png", "t", log_y=True)
+    (fig,) = kept
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["h3", "lsa"]
+    plt.close(fig)
