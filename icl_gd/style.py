@@ -164,6 +164,16 @@ def pair_style(pair: str) -> dict[str, Any]:
     return {"color": _hashed(key, EXTRA_COLORS), "marker": _hashed(key, EXTRA_MARKERS)}
 
 
+def pair_colors(pairs: Iterable[str]) -> dict[str, Any]:
+    """A colour per pair name of one figure: a pair against ICL takes its other method's colour, fixed for a
+    method ("icl vs gd": gd's) and distinct within the figure for its variants ("icl vs gd(lr=0.001)"), so that a
+    preset's twelve GD variants do not repeat colours; any other pair its `pair_style` colour."""
+    pairs = list(dict.fromkeys(str(p) for p in pairs))
+    other = {p: m["b"] for p in pairs if (m := PAIR.match(p)) and m["a"] == REFERENCE}
+    by_method = colors(other.values())
+    return {p: by_method[other[p]] if p in other else pair_style(p)["color"] for p in pairs}
+
+
 def curve_look(pair: str, floor: bool, icl_floor: bool, control: bool) -> tuple[Any, dict[str, Any]]:
     """(colour, line keywords) of an agreement curve: ICL's floor grey and dashed, another method's floor (GD's)
     dashed in that method's colour, a control dotted and hollow, a pair its `pair_style`."""

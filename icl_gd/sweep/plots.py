@@ -168,12 +168,14 @@ def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str
         return _agreement_dots(agr, datasets, metrics, metric_labels, int(demos.iloc[0]), path)
     fig, axes = _grid(len(metrics), len(datasets), "Agreement with ICL vs number of demonstrations")
     keys = ["line", "pair", "floor", "icl_floor", "control"]
+    distinct = S.pair_colors(sorted(set(agr["pair"].astype(str))))  # variants of one method told apart
     for r, metric in enumerate(metrics):
         for c, ds in enumerate(datasets):
             ax = axes[r][c]
             d = agr[(agr["dataset"] == ds) & (agr["metric"] == metric)]
             for (line, pair, floor, grey, ctrl), g in d.groupby(keys, sort=True):
                 color, kw = S.curve_look(pair, bool(floor), bool(grey), bool(ctrl))
+                color = color if floor else distinct[pair]
                 _curve(ax, g, "demos", str(line), color, **kw)
             if d.empty:
                 ax.text(0.5, 0.5, NO_FLOOR_NOTE, ha="center", va="center", transform=ax.transAxes)
@@ -196,6 +198,7 @@ def _agreement_dots(
     """The agreement figure of a sweep with one demo count: per panel a row per pair (named on the y axis, ICL's
     floor first), its mean and 95% interval as a dot with a horizontal bar, in the pair's colour and marker."""
     keys = ["line", "pair", "floor", "icl_floor", "control"]
+    distinct = S.pair_colors(sorted(set(agr["pair"].astype(str))))  # variants of one method told apart
     rows = agr.drop_duplicates("line").sort_values(
         ["icl_floor", "floor", "line"], ascending=[False, False, True]
     )
@@ -211,6 +214,7 @@ def _agreement_dots(
             d = agr[(agr["dataset"] == ds) & (agr["metric"] == metric)]
             for (line, pair, floor, grey, ctrl), g in d.groupby(keys, sort=True):
                 color, kw = S.curve_look(pair, bool(floor), bool(grey), bool(ctrl))
+                color = color if floor else distinct[pair]
                 y = order.index(line)
                 mean, lo, hi = (float(g[k].mean()) for k in ("mean", "lo", "hi"))
                 err = [[mean - lo], [hi - mean]] if np.isfinite([lo, hi]).all() else None

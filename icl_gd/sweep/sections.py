@@ -34,6 +34,7 @@ from icl_gd.sweep.tables import (
     EVOLUTION,
     accuracy_curves,
     accuracy_table,
+    against_icl,
     agreement_curves,
     construction_curves,
     construction_sparsity,
@@ -139,6 +140,7 @@ def agreement_section(sweep: Sweep, fig_dir: Path) -> Section | None:
         return None
     k = str(sweep.top_k or "K")
     curves = agreement_curves(sweep.queries)
+    curves = curves[against_icl(curves["pair_type"])]  # the figure is about ICL; the table keeps every pair
     labels = {m: lbl.replace("@K", f"@{k}") for m, lbl in AGREEMENT.items()}
     fig = plots.agreement_vs_demos(curves, fig_dir / io.FIG_AGREEMENT, labels)
     table = headline_table(sweep.queries)
@@ -156,7 +158,8 @@ def agreement_section(sweep: Sweep, fig_dir: Path) -> Section | None:
         else "Only the ICL-vs-ICL order noise floor is in this sweep: no method pair to judge against it.\n"
     )
     how = (
-        f"Does GD agree with ICL beyond the order noise floor? Each solid line is a method pair's overlap@{k} / OCS "
+        f"Does GD agree with ICL beyond the order noise floor? Each solid line is ICL against one method, its "
+        f"overlap@{k} / OCS (pairs among other methods are in the table only) "
         "(higher = more alike); a pair whose band stays below the dashed ICL-vs-ICL floor differs from ICL by more "
         "than reordering the demonstrations does."
     )

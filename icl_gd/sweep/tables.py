@@ -133,6 +133,19 @@ def agreement_curves(queries: pd.DataFrame) -> pd.DataFrame:
     return out.assign(line=_with_model(out, "pair"))
 
 
+def against_icl(pair_types: pd.Series) -> pd.Series:
+    """Which pairs a figure of agreement with ICL draws: the noise floors and every pair whose first method is ICL
+    (controls included); pairs among other methods (gd(lr=a) vs gd(lr=b), gd vs zeroshot) are left to the tables,
+    where they are. A preset with 12 GD variants drew 78 lines otherwise."""
+    reference = ORDER_PAIR.split("_vs_", 1)[0]  # ICL: the floor's method, the one every verdict is about
+    first = pair_types.astype(str).str.split("_vs_", n=1).str[0].str.split("(", n=1).str[0]
+    return (
+        (first == reference)
+        | pair_types.map(lambda p: order_label(p) is not None)
+        | (pair_types == ORDER_PAIR)
+    )
+
+
 def dai_per_query(layers: pd.DataFrame) -> pd.DataFrame:
     """Each (job, query)'s Dai metrics averaged over layers: the unit the intervals pool."""
     metrics = [m for m in (*DAI_METRICS, *DAI_LMOPS_METRICS) if m in layers]

@@ -28,7 +28,7 @@ from icl_gd.style import (
     save,
 )
 from icl_gd.sweep.pair_types import ORDER_PAIR, is_order_pair
-from icl_gd.sweep.tables import AGREEMENT, pair_name
+from icl_gd.sweep.tables import AGREEMENT, against_icl, pair_name
 
 if TYPE_CHECKING:
     from icl_gd.sweep.loading import Sweep
@@ -96,6 +96,7 @@ def line_series(sweep: Sweep) -> list[LineSeries]:
             title = f"{ds}: label accuracy vs demos, by method"
             out.append(LineSeries(plot_key(ds, ACCURACY), title, ds, ACCURACY, "accuracy", keys, xs, ys, []))
         q = queries[queries["dataset"].astype(str) == ds] if len(queries) else queries
+        q = q[against_icl(q["pair_type"])] if len(q) else q  # as the report's figure: pairs with ICL, floors
         for metric in (m for m in AGREEMENT if len(q) and m in q):
             named = q.assign(line=_label(q, q["pair_type"].map(pair_name)))
             keys, xs, ys = _lines(named, "line", metric)

@@ -132,3 +132,17 @@ def test_one_demo_count_draws_a_row_per_pair_with_the_floor_on_top(tmp_path: Pat
     assert any(mcolors.same_color(c, S.METHOD_COLORS["gd"]) for c in gd_color)
     assert any(line.get_linestyle() == "--" for line in ax.get_lines())
     plt.close(fig)
+
+
+def test_the_agreement_figure_draws_pairs_with_icl_and_the_floors_only() -> None:
+    types = pd.Series(
+        [
+            "icl_vs_gd(lr=0.001)",
+            "icl_vs_gd_shuffled_labels",
+            ORDER_PAIR,
+            "gd_vs_gd_order",
+            "gd(lr=0.001)_vs_gd(lr=0.01)",
+            "gd_vs_zeroshot",
+        ]
+    )
+    assert list(tables.against_icl(types)) == [True, True, True, True, False, False]

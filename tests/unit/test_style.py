@@ -170,3 +170,12 @@ def test_the_sparsity_figure_keeps_the_constructions_lines_apart_from_the_models
     assert len({seen[m][0] for m in model}) == len(model)  # one colour per model matrix
     grey = {seen[f"construction: {m}"] for m in built}
     assert {c for c, _ in grey} == {plots.CONSTRUCTION_COLOR} and len({mk for _, mk in grey}) == len(built)
+
+
+def test_variants_of_one_method_get_distinct_colours_and_the_method_keeps_its_own() -> None:
+    pairs = ["icl vs gd", *[f"icl vs gd(lr={i})" for i in range(12)], "icl vs zeroshot", "gd vs zeroshot"]
+    got = S.pair_colors(pairs)
+    assert got["icl vs gd"] == S.METHOD_COLORS["gd"] and got["icl vs zeroshot"] == S.METHOD_COLORS["zeroshot"]
+    variants = [got[f"icl vs gd(lr={i})"] for i in range(12)]
+    assert len(set(variants)) == 12 and S.METHOD_COLORS["gd"] not in variants
+    assert got["gd vs zeroshot"] == S.pair_style("gd vs zeroshot")["color"]
