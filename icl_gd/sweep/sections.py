@@ -142,7 +142,8 @@ def agreement_section(sweep: Sweep, fig_dir: Path) -> Section | None:
     curves = agreement_curves(sweep.queries)
     curves = curves[against_icl(curves["pair_type"])]  # the figure is about ICL; the table keeps every pair
     labels = {m: lbl.replace("@K", f"@{k}") for m, lbl in AGREEMENT.items()}
-    fig = plots.agreement_vs_demos(curves, fig_dir / io.FIG_AGREEMENT, labels)
+    # no pair with ICL (a sweep of GD variants only): the table, no figure
+    fig = plots.agreement_vs_demos(curves, fig_dir / io.FIG_AGREEMENT, labels) if len(curves) else None
     table = headline_table(sweep.queries)
     body = (
         headline_md(table, k)

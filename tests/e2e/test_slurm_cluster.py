@@ -159,10 +159,12 @@ def test_icl_and_gd_sweep_runs_as_slurm_jobs_and_is_compared_once(slurm: LocalSl
 def test_a_killed_job_is_recorded_failed_a_preempted_one_requeued_and_a_rerun_redoes_only_the_killed(
     slurm: LocalSlurm, tmp_path: Path
 ) -> None:
-    """Three gd jobs (the two long ones run 10 to 30 s here): a short one; one scancel'led mid-run; one preempted mid-run (SLURM's USR2, as before a
+    """Three gd jobs (the two long ones run 10 to 120 s here): a short one; one scancel'led mid-run; one preempted mid-run (SLURM's USR2, as before a
     preemption) that submitit requeues and that runs again from its start. The sweep ends instead of waiting for
     the killed job forever; the rerun with the same hydra.sweep.dir runs only the killed job."""
-    sweep, short, killed, preempted = tmp_path / "sweep", 2, 100, 101
+    # long enough that the signal lands mid-run on a quiet machine too (at 100 epochs a tiny job took 5 s and
+    # once finished before its scancel arrived)
+    sweep, short, killed, preempted = tmp_path / "sweep", 2, 400, 401
     args = ("method=gd", f"method.epochs={short},{killed},{preempted}", "hydra.launcher.timeout_min=30")
     began = time.monotonic()
     proc = start(slurm, sweep, *args)

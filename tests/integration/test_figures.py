@@ -146,3 +146,14 @@ def test_the_agreement_figure_draws_pairs_with_icl_and_the_floors_only() -> None
         ]
     )
     assert list(tables.against_icl(types)) == [True, True, True, True, False, False]
+
+
+def test_a_sweep_of_gd_variants_only_gets_its_table_and_no_agreement_figure(tmp_path: Path) -> None:
+    """No pair with ICL: the report crashed drawing an empty figure (0 rows); now the section is its table alone."""
+    from types import SimpleNamespace
+
+    q = sweep_queries()
+    only_gd = q[q["pair_type"] == "gd(bs=1)_vs_gd(bs=all)"]
+    section = sections.agreement_section(SimpleNamespace(queries=only_gd, top_k=10), tmp_path)
+    assert section.figure is None and not list(tmp_path.glob("*.png"))
+    assert "gd(bs=1)_vs_gd(bs=all)" in section.markdown or "gd(bs=1) vs gd(bs=all)" in section.markdown
