@@ -11,7 +11,7 @@ The GD search's trajectory figure, with a layout of its own, is in `icl_gd.sweep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,25 @@ def accuracy_vs_demos(acc: pd.DataFrame, path: Path) -> Path:
     return save(fig, path)
 
 
+AGREEMENT_KEYS = ["line", "pair", "floor", "icl_floor", "control"]  # what fixes an agreement curve's look
+
+
+def _agreement_panels(
+    agr: pd.DataFrame, axes: np.ndarray, datasets: list[str], metrics: list[str]
+) -> Iterator[tuple[plt.Axes, int, str, pd.DataFrame, list[tuple[str, Any, dict[str, Any], pd.DataFrame]]]]:
+    """Each agreement panel (a row per metric, a column per dataset): its axes, column, metric, rows and curves,
+    each curve (line, colour, line keywords, rows) in its pair's look, a method's variants told apart."""
+    distinct = S.pair_colors(sorted(set(agr["pair"].astype(str))))
+    for r, metric in enumerate(metrics):
+        for c, ds in enumerate(datasets):
+            d = agr[(agr["dataset"] == ds) & (agr["metric"] == metric)]
+            curves = []
+            for (line, pair, floor, grey, ctrl), g in d.groupby(AGREEMENT_KEYS, sort=True):
+                color, kw = S.curve_look(pair, bool(floor), bool(grey), bool(ctrl))
+                curves.append((str(line), color if floor else distinct[pair], kw, g))
+            yield axes[r][c], c, metric, d, curves
+
+
 def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str, str]) -> Path:
     """Agreement of each method pair against N (one row per metric), the ICL-order noise floor dashed grey.
 
@@ -167,22 +186,15 @@ def agreement_vs_demos(agr: pd.DataFrame, path: Path, metric_labels: Mapping[str
     if demos.nunique() == 1 and len(agr):  # one N: a line per pair would be a stack of points at one x
         return _agreement_dots(agr, datasets, metrics, metric_labels, int(demos.iloc[0]), path)
     fig, axes = _grid(len(metrics), len(datasets), "Agreement with ICL vs number of demonstrations")
-    keys = ["line", "pair", "floor", "icl_floor", "control"]
-    distinct = S.pair_colors(sorted(set(agr["pair"].astype(str))))  # variants of one method told apart
-    for r, metric in enumerate(metrics):
-        for c, ds in enumerate(datasets):
-            ax = axes[r][c]
-            d = agr[(agr["dataset"] == ds) & (agr["metric"] == metric)]
-            for (line, pair, floor, grey, ctrl), g in d.groupby(keys, sort=True):
-                color, kw = S.curve_look(pair, bool(floor), bool(grey), bool(ctrl))
-                color = color if floor else distinct[pair]
-                _curve(ax, g, "demos", str(line), color, **kw)
-            if d.empty:
-                ax.text(0.5, 0.5, NO_FLOOR_NOTE, ha="center", va="center", transform=ax.transAxes)
-            _demo_axis(ax, d["demos"] if len(d) else demos)
-            ax.set_ylabel(metric_labels[metric])
-            ax.set_ylim(*UNIT_RANGE)
-            ax.set_title(ds)
+    for ax, c, metric, d, curves in _agreement_panels(agr, axes, datasets, metrics):
+        for line, color, kw, g in curves:
+            _curve(ax, g, "demos", line, color, **kw)
+        if d.empty:
+            ax.text(0.5, 0.5, NO_FLOOR_NOTE, ha="center", va="center", transform=ax.transAxes)
+        _demo_axis(ax, d["demos"] if len(d) else demos)
+        ax.set_ylabel(metric_labels[metric])
+        ax.set_ylim(*UNIT_RANGE)
+        ax.set_title(datasets[c])
     outside_legend(fig, axes.flat, title="pair (dashed: a noise floor)")
     return save(fig, path)
 
@@ -197,39 +209,28 @@ def _agreement_dots(
 ) -> Path:
     """The agreement figure of a sweep with one demo count: per panel a row per pair (named on the y axis, ICL's
     floor first), its mean and 95% interval as a dot with a horizontal bar, in the pair's colour and marker."""
-    keys = ["line", "pair", "floor", "icl_floor", "control"]
-    distinct = S.pair_colors(sorted(set(agr["pair"].astype(str))))  # variants of one method told apart
     rows = agr.drop_duplicates("line").sort_values(
         ["icl_floor", "floor", "line"], ascending=[False, False, True]
     )
     order = list(rows["line"])
-    width = S.PANEL_SIZE[0] * len(datasets) + LABEL_INCHES_PER_CHAR * max(
-        map(len, order)
-    )  # room for the names
+    width = S.PANEL_SIZE[0] * len(datasets) + LABEL_INCHES_PER_CHAR * max(map(len, order))  # room for names
     fig, axes = figure(len(metrics), len(datasets), f"Agreement with ICL at N = {n_demos}", width=width)
     fig.set_figheight(max(fig.get_figheight(), len(metrics) * DOT_ROW_INCHES * (len(order) + 1)))
-    for r, metric in enumerate(metrics):
-        for c, ds in enumerate(datasets):
-            ax = axes[r][c]
-            d = agr[(agr["dataset"] == ds) & (agr["metric"] == metric)]
-            for (line, pair, floor, grey, ctrl), g in d.groupby(keys, sort=True):
-                color, kw = S.curve_look(pair, bool(floor), bool(grey), bool(ctrl))
-                color = color if floor else distinct[pair]
-                y = order.index(line)
-                mean, lo, hi = (float(g[k].mean()) for k in ("mean", "lo", "hi"))
-                err = [[mean - lo], [hi - mean]] if np.isfinite([lo, hi]).all() else None
-                fill = kw.get("fillstyle", "full")
-                ax.errorbar(
-                    mean, y, xerr=err, color=color, marker=kw["marker"], fillstyle=fill, capsize=CAPSIZE
-                )
-            floor = d[d["icl_floor"].astype(bool)]
-            if len(floor):  # the floor every verdict tests against, as a reference line through all rows
-                ax.axvline(float(floor["mean"].mean()), color=FLOOR_COLOR, linestyle="--", linewidth=1)
-            ax.set_yticks(range(len(order)), order if c == 0 else [""] * len(order))
-            ax.set_ylim(len(order) - 0.5, -0.5)  # the first pair on top
-            ax.set_xlim(*UNIT_RANGE)
-            ax.set_xlabel(metric_labels[metric])
-            ax.set_title(ds)
+    for ax, c, metric, d, curves in _agreement_panels(agr, axes, datasets, metrics):
+        for line, color, kw, g in curves:
+            mean, lo, hi = (float(g[k].mean()) for k in ("mean", "lo", "hi"))
+            err = [[mean - lo], [hi - mean]] if np.isfinite([lo, hi]).all() else None
+            fill = kw.get("fillstyle", "full")
+            y = order.index(line)
+            ax.errorbar(mean, y, xerr=err, color=color, marker=kw["marker"], fillstyle=fill, capsize=CAPSIZE)
+        floor = d[d["icl_floor"].astype(bool)]
+        if len(floor):  # the floor every verdict tests against, as a reference line through all rows
+            ax.axvline(float(floor["mean"].mean()), color=FLOOR_COLOR, linestyle="--", linewidth=1)
+        ax.set_yticks(range(len(order)), order if c == 0 else [""] * len(order))
+        ax.set_ylim(len(order) - 0.5, -0.5)  # the first pair on top
+        ax.set_xlim(*UNIT_RANGE)
+        ax.set_xlabel(metric_labels[metric])
+        ax.set_title(datasets[c])
     return save(fig, path)
 
 
