@@ -1,8 +1,8 @@
 """How many CPU threads one job's torch uses: the machine's cores shared among the jobs that run at once.
 
 torch starts one thread per core in every process. Under the joblib launcher, n_jobs processes each start that
-many, and the oversubscribed threads spin against each other: measured here (2 cores, three jobs at once), an ICL
-job of 30 queries took 164-620 s with torch's default threads against 20 s for a GD job at one thread each.
+many, and the oversubscribed threads spin against each other: measured here (2 cores, two ICL jobs at once, agnews,
+8 demos, 20 queries), 27.7 s per job with torch's default threads against 14.5 s with one thread each (1.9x).
 `threads: auto` gives each of a joblib sweep's parallel jobs its share of the cores; elsewhere (one job at a time,
 or a cluster launcher that reserves CPUs per job, or OMP_NUM_THREADS set by the user) torch's default stands. An
 integer sets it outright. Each job's status.json records the threads it ran with (`torch_threads`).
