@@ -181,6 +181,25 @@ def _in_hub_cache(repo_id: str, filename: str, revision: str | None) -> str | No
     return cached if isinstance(cached, str) else None
 
 
+HUB_PROBE_TIMEOUT_S = (
+    5.0  # how long a hub endpoint may take to accept a connection before it counts as unreachable
+)
+
+
+def _unreachable(endpoint: str) -> str | None:
+    """Why `endpoint` (a URL) cannot be reached, from one TCP connect within HUB_PROBE_TIMEOUT_S; None if it can."""
+    import socket  # noqa: PLC0415
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=HUB_PROBE_TIMEOUT_S):
+            return None
+    except OSError as e:
+        return f"{endpoint}: {type(e).__name__}: {e}"
+
+
 def _check_hub(repo_id: str, cfg: DictConfig) -> Source:
     """A hub id must be in the local cache, or reachable; fails fast when offline."""
     from huggingface_hub import constants  # noqa: PLC0415
@@ -196,6 +215,11 @@ def _check_hub(repo_id: str, cfg: DictConfig) -> Source:
     )
     if constants.HF_HUB_OFFLINE:
         raise ModelNotFoundError(hint)
+    unreachable = _unreachable(constants.ENDPOINT)
+    if (
+        unreachable
+    ):  # one short probe, not huggingface_hub's five retries (23 s of backoff for a refused port)
+        raise ModelNotFoundError(f"{hint} ({unreachable})")
     try:
         from huggingface_hub import hf_hub_download  # noqa: PLC0415
 

@@ -36,3 +36,20 @@ def test_every_model_config_names_itself_after_its_file() -> None:
         if path.stem == "smollm2_135m":  # the alias
             continue
         assert compose_config([f"model={path.stem}"]).model.name == path.stem, path.name
+
+
+def test_an_unreachable_hub_is_found_by_one_short_probe() -> None:
+    """A refused port is said at once (huggingface_hub's own retries took 23 s); a listening one is reachable."""
+    import socket
+    import time
+
+    from icl_gd.models.loading import _unreachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert _unreachable(f"http://127.0.0.1:{port}") is None
+    began = time.monotonic()
+    why = _unreachable(f"http://127.0.0.1:{port}")  # closed now: refused
+    assert why is not None and "ConnectionRefusedError" in why and time.monotonic() - began < 2
