@@ -48,9 +48,8 @@ def hydra_app(cfg: DictConfig) -> None:
     experiment = hc.runtime.choices.get("experiment")  # the preset, for W&B names, groups and tags
     folder = Path(hc.sweep.dir if multirun else hc.run.dir)
     progress.configure(bool(cfg.get("progress", True)))
-    threads.apply(
-        cfg.get("threads", threads.AUTO), hc.launcher
-    )  # parallel jobs share the cores, never oversubscribe
+    # parallel jobs share the cores, never oversubscribe them
+    threads.apply(cfg.get("threads", threads.AUTO), hc.launcher)
     out = Path(cfg.output_dir)
     before = _status_time(out)
     started = time.monotonic()

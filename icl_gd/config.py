@@ -29,6 +29,7 @@ from icl_gd.schemas import (
     ModelConfig,
     StatsConfig,
 )
+from icl_gd.threads import AUTO as AUTO_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +315,8 @@ def check_job(cfg: DictConfig, dataset: DictConfig) -> None:
         raise ConfigError(
             "demo_sampling=balanced needs a classification dataset (labels to balance); use random."
         )
-    n_threads = cfg.get("threads", "auto")
-    if n_threads != "auto" and (not is_int(n_threads) or int(n_threads) < 1):
+    n_threads = cfg.get("threads", AUTO_THREADS)
+    if n_threads != AUTO_THREADS and (not is_int(n_threads) or int(n_threads) < 1):
         raise ConfigError(
             f"threads={n_threads!r} must be auto (the cores shared among the jobs that run at once) or an "
             "integer >= 1 (torch threads per job)."

@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from icl_gd.threads import AUTO as AUTO_THREADS
+
 
 @dataclass
 class ModelConfig:
@@ -111,7 +113,9 @@ class JobConfig:
     allow_failures: Any = False  # a multirun with a failed job exits 0 (sweep-level: not in a job's identity)
     progress: Any = True  # progress bars / lines (icl_gd/progress.py); how a job reports, not in its identity
     memory_check: Any = True  # icl_gd/memory_plan.py: refuse, before the model loads, a job that cannot fit
-    threads: Any = "auto"  # torch threads per job (icl_gd/threads.py); how a job runs, not in its identity
+    threads: Any = (
+        AUTO_THREADS  # torch threads per job (icl_gd/threads.py); how a job runs, not in its identity
+    )
     eval: Any = MISSING
     stats: Any = MISSING
     analysis: Any = MISSING

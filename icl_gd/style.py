@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,9 +174,12 @@ def pair_colors(pairs: Iterable[str]) -> dict[str, Any]:
     return {p: by_method[other[p]] if p in other else pair_style(p)["color"] for p in pairs}
 
 
-def curve_look(pair: str, floor: bool, icl_floor: bool, control: bool) -> tuple[Any, dict[str, Any]]:
+def curve_look(
+    pair: str, floor: bool, icl_floor: bool, control: bool, colors: Mapping[str, Any] | None = None
+) -> tuple[Any, dict[str, Any]]:
     """(colour, line keywords) of an agreement curve: ICL's floor grey and dashed, another method's floor (GD's)
-    dashed in that method's colour, a control dotted and hollow, a pair its `pair_style`."""
+    dashed in that method's colour, a control dotted and hollow, a pair its `pair_style`, or its colour in
+    `colors` (the figure's `pair_colors`, where a method's variants are told apart)."""
     if icl_floor:
         return FLOOR_COLOR, dict(FLOOR_STYLE)
     if floor:
@@ -184,7 +187,7 @@ def curve_look(pair: str, floor: bool, icl_floor: bool, control: bool) -> tuple[
         return look["color"], {**FLOOR_STYLE, "marker": look["marker"], "fillstyle": "none"}
     look = pair_style(pair)
     extra = CONTROL_STYLE if control else {}
-    return look["color"], {"marker": look["marker"], **extra}
+    return (colors or {}).get(pair, look["color"]), {"marker": look["marker"], **extra}
 
 
 def color(label: str) -> Any:

@@ -181,9 +181,8 @@ def _in_hub_cache(repo_id: str, filename: str, revision: str | None) -> str | No
     return cached if isinstance(cached, str) else None
 
 
-HUB_PROBE_TIMEOUT_S = (
-    5.0  # how long a hub endpoint may take to accept a connection before it counts as unreachable
-)
+# how long a hub endpoint may take to accept a connection before it counts as unreachable
+HUB_PROBE_TIMEOUT_S = 5.0
 
 
 def _unreachable(endpoint: str) -> str | None:
@@ -215,10 +214,9 @@ def _check_hub(repo_id: str, cfg: DictConfig) -> Source:
     )
     if constants.HF_HUB_OFFLINE:
         raise ModelNotFoundError(hint)
+    # one short probe, not huggingface_hub's five retries (23 s of backoff for a refused port)
     unreachable = _unreachable(constants.ENDPOINT)
-    if (
-        unreachable
-    ):  # one short probe, not huggingface_hub's five retries (23 s of backoff for a refused port)
+    if unreachable:
         raise ModelNotFoundError(f"{hint} ({unreachable})")
     try:
         from huggingface_hub import hf_hub_download  # noqa: PLC0415

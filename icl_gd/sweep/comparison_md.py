@@ -35,11 +35,8 @@ TABLE_METRICS = (
     "kl",
 )
 ORDER_DIGITS = 4  # order sensitivities are small probabilities: one more decimal than the other tables
-CONSOLE_METRICS = (
-    "overlap@k",
-    "label_tv",
-    "tv",
-)  # the console's short table: the primary metrics' candidates
+# the console's short table: the primary metrics' candidates
+CONSOLE_METRICS = ("overlap@k", "label_tv", "tv")
 LEGEND = (
     "\n_a = the first method of the pair (the reference), b = the second. overlap@k, ocs (overlap cosine "
     "similarity) and top1_agreement: higher = more alike; tv, js, kl (full vocabulary) and label_tv, label_js "
@@ -94,10 +91,20 @@ def to_markdown(table: pd.DataFrame) -> str:
     return md_table(table, [*keys, *(with_half_width(m, missing="") for m in metrics)]) + LEGEND
 
 
+def _pooled(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary's rows pooled over demo sets (no seed)."""
+    return summary[summary["seed"].isna()] if "seed" in summary else summary
+
+
+def _tests(pooled: pd.DataFrame) -> pd.DataFrame:
+    """The pooled rows that carry a paired test's verdict."""
+    return pooled[pooled["verdict"].notna()] if "verdict" in pooled else pooled.iloc[0:0]
+
+
 def verdict_markdown(summary: pd.DataFrame) -> str:
     """The paired tests against the order floor and the normalised shares, from the pooled summary rows."""
-    pooled = summary[summary["seed"].isna()] if "seed" in summary else summary
-    tests = pooled[pooled["verdict"].notna()] if "verdict" in pooled else pooled.iloc[0:0]
+    pooled = _pooled(summary)
+    tests = _tests(pooled)
     shares = pooled[pooled["metric"].isin(list(SHARES.values()))]  # not ocs_n_common, a token count
     out = ""
     if len(tests):
@@ -154,7 +161,6 @@ def console_markdown(title: str, table: pd.DataFrame, summary: pd.DataFrame, ful
         keys.insert(0, text("model"))
     metrics = [m for m in CONSOLE_METRICS if m in table.columns]
     short = md_table(table, [*keys, *(with_half_width(m, missing="") for m in metrics)])
-    pooled = summary[summary["seed"].isna()] if "seed" in summary else summary
-    tests = pooled[pooled["verdict"].notna()] if "verdict" in pooled else pooled.iloc[0:0]
+    tests = _tests(_pooled(summary))
     verdicts = "\n" + md_table(tests, VERDICT_COLUMNS) if len(tests) else ""
     return f"{title}\n{short}{verdicts}\nAll metrics, shares and legends: {full}\n"

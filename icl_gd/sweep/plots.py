@@ -162,8 +162,8 @@ def _agreement_panels(
             d = agr[(agr["dataset"] == ds) & (agr["metric"] == metric)]
             curves = []
             for (line, pair, floor, grey, ctrl), g in d.groupby(AGREEMENT_KEYS, sort=True):
-                color, kw = S.curve_look(pair, bool(floor), bool(grey), bool(ctrl))
-                curves.append((str(line), color if floor else distinct[pair], kw, g))
+                color, kw = S.curve_look(pair, bool(floor), bool(grey), bool(ctrl), distinct)
+                curves.append((str(line), color, kw, g))
             yield axes[r][c], c, metric, d, curves
 
 

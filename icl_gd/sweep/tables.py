@@ -24,6 +24,7 @@ from icl_gd.sweep.pair_types import (
     both_marker,
     control_source,
     is_control,
+    is_order_pair,
     order_label,
 )
 from icl_gd.sweep.stats import ci, half_width, long_ci, wide_ci, with_half_widths  # noqa: F401 -- re-exported
@@ -125,7 +126,7 @@ def agreement_curves(queries: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for m in (m for m in AGREEMENT if m in queries):
         t = long_ci(queries, ["model", "dataset", "pair_type", "demos"], m).assign(metric=m)
-        floor = t["pair_type"].map(lambda p: order_label(p) is not None)
+        floor = t["pair_type"].map(is_order_pair)
         parts.append(
             t.assign(floor=floor, icl_floor=t["pair_type"] == ORDER_PAIR, pair=t["pair_type"].map(pair_name))
         )
@@ -139,11 +140,7 @@ def against_icl(pair_types: pd.Series) -> pd.Series:
     where they are. A preset with 12 GD variants drew 78 lines otherwise."""
     reference = ORDER_PAIR.split("_vs_", 1)[0]  # ICL: the floor's method, the one every verdict is about
     first = pair_types.astype(str).str.split("_vs_", n=1).str[0].str.split("(", n=1).str[0]
-    return (
-        (first == reference)
-        | pair_types.map(lambda p: order_label(p) is not None)
-        | (pair_types == ORDER_PAIR)
-    )
+    return (first == reference) | pair_types.map(is_order_pair)
 
 
 def dai_per_query(layers: pd.DataFrame) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from icl_gd.style import (
     figure,
     method_style,
     outside_legend,
+    pair_colors,
     save,
 )
 from icl_gd.sweep.pair_types import ORDER_PAIR, is_order_pair
@@ -128,14 +129,20 @@ def read_manifest(folder: Path) -> list[dict[str, Any]]:
         return []
 
 
-def _look(p: LineSeries, name: str) -> tuple[Any, dict[str, Any]]:
+def _bare(name: str) -> str:
+    """A line's method or pair, without its model."""
+    return name.split(MODEL_SEP)[-1]
+
+
+def _look(p: LineSeries, name: str, colors: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """(colour, line keywords) of one line: the same colour and marker as in the report's own figures."""
-    bare = name.split(MODEL_SEP)[-1]  # the line's method or pair, without its model
+    bare = _bare(name)
     if p.kind == "accuracy":
         look = method_style(bare)
         return look["color"], {**MAIN_STYLE, "marker": look["marker"]}
     floor = name in p.floors
-    color, kw = curve_look(bare, floor, floor and bare == pair_name(ORDER_PAIR), bare.endswith("(control)"))
+    icl_floor = floor and bare == pair_name(ORDER_PAIR)
+    color, kw = curve_look(bare, floor, icl_floor, bare.endswith("(control)"), colors)
     return color, {**MAIN_STYLE, **kw}
 
 
@@ -151,13 +158,15 @@ def draw(plots: list[LineSeries], path: Path) -> Path | None:
     fig, axes = figure(
         len(datasets), len(metrics), "The report run's W&B line plots (wandb.plot.line_series)"
     )
+    pairs = sorted({_bare(k) for p in plots if p.kind != "accuracy" for k in p.keys})
+    colors = pair_colors(pairs)  # a method's variants told apart, as in the report's agreement figure
     for ax in axes.flat:
         ax.set_visible(False)
     for p in plots:
         ax = axes[datasets.index(p.dataset)][metrics.index(p.metric)]
         ax.set_visible(True)
         for name, x, y in zip(p.keys, p.xs, p.ys, strict=True):
-            color, kw = _look(p, name)
+            color, kw = _look(p, name, colors)
             ax.plot(x, y, label=name, color=color, **kw)
         ax.set_xscale("symlog", base=2, linthresh=1)
         ax.set_xticks(sorted({v for x in p.xs for v in x}))

@@ -12,6 +12,7 @@ from icl_gd import style as S
 
 PDF_MAGIC = b"%PDF"
 PNG_MAGIC = b"\x89PNG"
+VARIANTS = ["icl vs gd(lr=0.001)", "icl vs gd(lr=0.01)"]
 
 
 def test_a_method_keeps_its_colour_and_marker_whatever_the_figure_holds() -> None:
@@ -97,9 +98,9 @@ def test_the_wandb_plot_preview_draws_each_line_in_the_report_figures_colours(
         "d",
         "ocs",
         "agreement",
-        [floor, "icl vs gd"],
-        [[2, 4]] * 2,
-        [[0.9, 0.9], [0.4, 0.5]],
+        [floor, "icl vs gd", *VARIANTS],
+        [[2, 4]] * 4,
+        [[0.9, 0.9], [0.4, 0.5], [0.3, 0.3], [0.2, 0.2]],
         [floor],
     )
     seen: dict[str, tuple] = {}
@@ -117,6 +118,10 @@ def test_the_wandb_plot_preview_draws_each_line_in_the_report_figures_colours(
     assert seen["icl"][:2] == (S.method_style("icl")["color"], "o")
     assert seen["icl vs gd"][:2] == seen["gd"][:2]  # a pair against ICL takes the other method's look
     assert seen[floor] == (S.FLOOR_COLOR, "x", "--")
+    # a method's variants told apart exactly as in the report's agreement figure
+    report = S.pair_colors([floor, "icl vs gd", *VARIANTS])
+    assert [seen[v][0] for v in VARIANTS] == [report[v] for v in VARIANTS]
+    assert len({seen[v][0] for v in VARIANTS}) == len(VARIANTS)
     assert (tmp_path / "w.png").read_bytes()[:4] == PNG_MAGIC and (tmp_path / "w.pdf").exists()
 
 
